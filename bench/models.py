@@ -151,7 +151,9 @@ def build_model(cfg: ModelConfig, height: int, width: int, device: torch.device,
         check_weights(cfg)
         model = tvm.get_model(cfg.name, weights="DEFAULT")
     else:
-        model = tvm.get_model(cfg.name, weights=None)
+        # Segmentation builders default to an ImageNet backbone download: ask for none.
+        backbone = {"weights_backbone": None} if spec.task == SEGMENTATION else {}
+        model = tvm.get_model(cfg.name, weights=None, **backbone)
         if cfg.weights != "random":
             model.load_state_dict(load_state_dict_file(cfg.weights))
     if spec.task == SEGMENTATION:

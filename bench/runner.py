@@ -113,9 +113,11 @@ def run_in_child(cfg_dict: dict, backend_dict: dict) -> PointResult:
 def run_point(cfg: DictConfig, sweep_dir: str | None = None) -> PointResult:
     """Validate, measure and record one grid point; ``sweep_dir`` groups points under a parent run."""
     validate(cfg)
-    tracker = Tracker(cfg.tracking)
     target = resolve_target(cfg.device)
     backend, reason = resolve(cfg.backend, target, cfg.precision.name)
+    if backend:
+        backend.check_options()
+    tracker = Tracker(cfg.tracking)
     backend_dict = OmegaConf.to_container(OmegaConf.structured(backend.cfg), resolve=True) if backend \
         else OmegaConf.to_container(cfg.backend, resolve=True)
     name = point_name(cfg, backend_dict["name"] if backend else cfg.backend.name)

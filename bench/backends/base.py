@@ -77,6 +77,9 @@ class Backend(ABC):
         missing = [module for module in cls.requires if importlib.util.find_spec(module) is None]
         return f"{', '.join(missing)} not installed" if missing else None
 
+    def check_options(self) -> None:
+        """Raise ConfigError for a bad backend option, before any work starts."""
+
     @abstractmethod
     def unsupported_reason(self, target: Target, precision: str) -> str | None:
         """Why this backend cannot run ``precision`` on ``target``, or None when it can."""

@@ -16,6 +16,7 @@ from bench.backends.base import FLOAT_DTYPES, Backend, ConversionRequest, Conver
 from bench.config import BackendConfig
 from bench.errors import ConfigError
 
+MODES = ("default", "max-autotune")
 # (mode, cuda_graphs) -> torch.compile mode
 COMPILE_MODES = {
     ("default", False): "default",
@@ -38,11 +39,12 @@ class InductorBackend(Backend):
     config_class = InductorConfig
     requires = ("torch",)
 
+    def check_options(self) -> None:
+        if self.cfg.mode not in MODES:
+            raise ConfigError(f"backend.mode={self.cfg.mode!r} is not one of: {', '.join(MODES)}")
+
     def compile_mode(self, target: Target) -> str:
-        key = (self.cfg.mode, bool(self.cfg.cuda_graphs and target.is_cuda))
-        if key not in COMPILE_MODES:
-            raise ConfigError(f"backend.mode={self.cfg.mode!r} is not one of: default, max-autotune")
-        return COMPILE_MODES[key]
+        return COMPILE_MODES[(self.cfg.mode, bool(self.cfg.cuda_graphs and target.is_cuda))]
 
     def unsupported_reason(self, target: Target, precision: str) -> str | None:
         if precision not in FLOAT_DTYPES:

@@ -25,6 +25,7 @@ CUDA_EP = "CUDAExecutionProvider"
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 QUANT_FORMATS = ("QDQ", "QOperator")
 CALIBRATE_METHODS = ("MinMax", "Entropy", "Percentile")
+MIN_OPSET = 18
 
 
 @dataclass
@@ -67,6 +68,8 @@ class OnnxRuntimeBackend(Backend):
         return None
 
     def check_options(self) -> None:
+        if self.cfg.opset < MIN_OPSET:
+            raise ConfigError(f"backend.opset={self.cfg.opset}: the dynamo ONNX exporter needs opset >= {MIN_OPSET}")
         for field_name, value, allowed in (
             ("graph_optimization", self.cfg.graph_optimization, OPTIMIZATION_LEVELS),
             ("quant_format", self.cfg.quant_format, QUANT_FORMATS),
@@ -78,7 +81,6 @@ class OnnxRuntimeBackend(Backend):
     def convert(self, request: ConversionRequest) -> Converted:
         import onnxruntime as ort
 
-        self.check_options()
         float_precision = "fp16" if request.precision == "fp16" else "fp32"
         key = digest(request.cache_key, float_precision, self.cfg.opset, torch.__version__, ort.__version__)
         folder = request.cache_dir / "onnx" / key
