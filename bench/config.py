@@ -95,6 +95,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: Optional[int] = None  # CPU threads for torch and ONNX Runtime; None: library default
+    cudnn_benchmark: bool = True  # let cuDNN pick its fastest algorithms for eager and compiled runs
     raw_baseline: bool = True  # time eager fp32 in the same run, for a same-run speed-up
     isolate: bool = True  # run each point in a child process, so a crash is recorded, not fatal
     cache_dir: str = "${oc.env:HOME}/.cache/trt-bench"

@@ -96,6 +96,7 @@ def measure_point(cfg: Config, backend_cfg: DictConfig) -> PointResult:
     target = resolve_target(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
     spec = model_spec(cfg.model.name)
     shape = input_shape(cfg)
     params: dict[str, str] = {}

@@ -81,6 +81,7 @@ def point_params(cfg: Config, backend_dict: dict, target_device: str) -> dict[st
         "device": target_device,
         "threads": cfg.threads,
         "raw_baseline": cfg.raw_baseline,
+        "cudnn_benchmark": cfg.cudnn_benchmark,
         "isolate": cfg.isolate,
         **{f"backend.{k}": v for k, v in backend_dict.items() if k != "name"},
         **{f"timing.{k}": v for k, v in OmegaConf.to_container(cfg.timing).items()},
