@@ -67,6 +67,12 @@ class TrackingConfig:
     uri: Optional[str] = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the launch dir
     experiment: str = "trt-bench"
     kind: str = "sweep"  # tag bench.kind, e.g. "nightly"
+    server: bool = False  # true (tracking=server): the URI must be an http(s) MLflow tracking server
+    # Where a point's complete result goes when the server cannot take it (python -m bench.sync uploads
+    # it later); None: never spool, a failure to record is an error.
+    spool_dir: Optional[str] = None
+    timeout_s: int = 10  # per HTTP request to a tracking server
+    retries: int = 2  # per HTTP request, before the server counts as unreachable
 
 
 @dataclass
@@ -79,7 +85,7 @@ class AutoBackendConfig(BackendConfig):
     name: str = "auto"
     # The first installed backend that supports (device, precision) wins; documented in README.
     order: list[str] = field(
-        default_factory=lambda: ["onnxruntime", "inductor", "pytorch"]
+        default_factory=lambda: ["tensorrt", "torch2trt", "torch_tensorrt", "onnxruntime", "inductor", "pytorch"]
     )
 
 

@@ -5,11 +5,16 @@ from bench.backends.base import Backend, Target
 from bench.backends.inductor import InductorBackend
 from bench.backends.onnxruntime import OnnxRuntimeBackend
 from bench.backends.pytorch import PytorchBackend
+from bench.backends.tensorrt import TensorrtBackend
+from bench.backends.torch2trt import Torch2trtBackend
+from bench.backends.torch_tensorrt import TorchTensorrtBackend
 from bench.config import BackendConfig
 from bench.errors import ConfigError
 
 BACKENDS: dict[str, type[Backend]] = {
-    backend.name: backend for backend in (PytorchBackend, InductorBackend, OnnxRuntimeBackend)
+    backend.name: backend
+    for backend in (PytorchBackend, InductorBackend, OnnxRuntimeBackend, TensorrtBackend, Torch2trtBackend,
+                    TorchTensorrtBackend)
 }
 
 

@@ -1,0 +1,67 @@
+"""The TensorRT backends on a machine without TensorRT or CUDA, through run.py as a user runs it.
+
+Every point is recorded in MLflow as skipped with the missing piece, never as a crash or a
+number; ``backend=auto`` falls through the TensorRT backends to the CPU ones.
+"""
+import importlib.util
+
+import pytest
+from conftest import SMALL, run_cli, runs
+
+pytestmark = pytest.mark.skipif(
+    any(importlib.util.find_spec(m) for m in ("tensorrt", "torch2trt", "torch_tensorrt")),
+    reason="these tests describe a machine without TensorRT",
+)
+
+
+def _missing(*modules: str) -> str:
+    return f"{', '.join(m for m in modules if importlib.util.find_spec(m) is None)} not installed"
+
+
+def test_tensorrt_points_are_recorded_as_skipped_with_the_reason(tmp_path, cache_dir):
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = run_cli("-m", *SMALL, "backend=torch2trt,tensorrt,torch_tensorrt", "precision=fp16,int8",
+                   f"tracking.uri={store}", f"cache_dir={cache_dir}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    points = {r.info.run_name: r for r in runs(store) if r.data.tags.get("bench.role") == "point"}
+    expected = {
+        "torch2trt": _missing("tensorrt", "torch2trt"),
+        "tensorrt": _missing("tensorrt"),
+        "torch_tensorrt": _missing("tensorrt", "torch_tensorrt"),
+    }
+    assert set(points) == {f"resnet18/{p}/{b}/64" for b in expected for p in ("fp16", "int8")}
+    for name, run in points.items():
+        backend = name.split("/")[2]
+        assert run.data.tags["bench.status"] == "skipped"
+        assert run.data.tags["bench.reason"] == expected[backend]
+        assert run.data.params["backend"] == backend
+        assert not run.data.metrics  # a skipped point never carries a number
+    assert "6 point(s): 0 ok, 6 skipped, 0 failed" in proc.stderr + proc.stdout
+
+
+def test_backend_options_are_part_of_the_schema(tmp_path, cache_dir):
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = run_cli(*SMALL, "backend=torch2trt", "backend.dla_core=0", "backend.calibration_algorithm=minmax",
+                   "precision=int8", f"tracking.uri={store}", f"cache_dir={cache_dir}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = runs(store)
+    assert run.data.params["backend.dla_core"] == "0"
+    assert run.data.params["backend.calibration_algorithm"] == "minmax"
+
+    typo = run_cli(*SMALL, "backend=tensorrt", "backend.workspace=64", f"tracking.uri={store}",
+                   f"cache_dir={cache_dir}", cwd=tmp_path)
+    assert typo.returncode != 0
+    assert "workspace" in typo.stderr
+
+
+def test_auto_falls_through_tensorrt_to_the_cpu_backends(tmp_path, cache_dir):
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = run_cli("-m", *SMALL, "backend=auto", "device=cpu", "precision=fp32,int8", "raw_baseline=false",
+                   f"tracking.uri={store}", f"cache_dir={cache_dir}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    points = [r for r in runs(store) if r.data.tags.get("bench.role") == "point"]
+    assert {r.data.params["precision"]: r.data.params["backend"] for r in points} == {
+        "fp32": "onnxruntime", "int8": "onnxruntime"}
+    assert all(r.data.tags["bench.status"] == "ok" and r.data.params["backend.requested"] == "auto" for r in points)
