@@ -1,0 +1,112 @@
+"""Matplotlib PNGs per device and input: latency bars, speed-up bars, per-call latency boxes.
+
+Figures are made with ``matplotlib.figure.Figure`` (Agg), never pyplot, so nothing is kept in
+pyplot's global figure registry and no display is needed.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+
+from analysis.select import OK, input_label, load_latencies
+from analysis.tables import (RAW, Table, blog_table, describe_input, find_point, is_raw, model_order, point_rows,
+                             sig, slug, speedup_table)
+from bench.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def _save(figure: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def _bars(table: Table, ylabel: str, path: Path, reference: float | None = None) -> Path:
+    """Grouped bars: one group per model (column), one bar per row; an empty cell is labelled n/a."""
+    values = table.values
+    figure = Figure(figsize=(max(5.0, 1.6 * len(values.columns) + 2), 4.2))
+    ax = figure.subplots()
+    width = 0.8 / max(1, len(values.index))
+    x = np.arange(len(values.columns))
+    for i, (label, row) in enumerate(values.iterrows()):
+        offsets = x - 0.4 + width * (i + 0.5)
+        bars = ax.bar(offsets, row.fillna(0).to_numpy(), width, label=str(label))
+        texts = [table.cells.loc[label, c] for c in values.columns]
+        ax.bar_label(bars, labels=[t if math.isfinite(v) else "n/a" if t else "" for t, v in zip(texts, row)],
+                     fontsize=7, rotation=90, padding=2)
+    if reference is not None:
+        ax.axhline(reference, color="grey", linewidth=0.8, linestyle="--")
+    ax.set_xticks(x, [str(c) for c in values.columns])
+    ax.set_ylabel(ylabel)
+    ax.margins(y=0.2)
+    ax.set_title("\n".join(textwrap.wrap(table.title, 70)), fontsize=9)
+    ax.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def latency_bars(points: pd.DataFrame, device: str, input_shape: str, path: Path) -> Path:
+    """The blog table as a chart: median latency per model, one bar per precision (Raw first)."""
+    return _bars(blog_table(points, device, input_shape), "median latency (ms)", path)
+
+
+def speedup_bars(points: pd.DataFrame, device: str, input_shape: str, path: Path) -> Path:
+    """Same-run speed-up over Raw per model and precision; the dashed line is 1x (no gain)."""
+    return _bars(speedup_table(points, device, input_shape), "speed-up over Raw (×)", path, reference=1.0)
+
+
+def latency_distribution(points: pd.DataFrame, device: str, input_shape: str, path: Path,
+                         uri: str | None = None) -> Path | None:
+    """One box per ok point from its per-call ``latencies_ms.csv``; None when no run has that artifact."""
+    sub = points[(points["device"] == device) & (points["input_shape"] == input_shape) & (points["status"] == OK)]
+    rows, _ = point_rows(sub)
+    order = [(RAW, "fp32", "pytorch"), *rows]
+    data, names = [], []
+    for model in model_order(sub["model"]):
+        for label, precision, backend in order:
+            point = find_point(sub, model=model, precision=precision, backend=backend)
+            if point is None:
+                continue
+            try:
+                latencies = load_latencies(point["run_id"], uri)
+            except ConfigError as exc:
+                log.warning("no latency distribution for %s: %s", point["run_name"], exc)
+                continue
+            data.append(latencies.to_numpy())
+            names.append(f"{model} {label}")
+    if not data:
+        return None
+    figure = Figure(figsize=(max(4.0, 0.45 * len(data) + 1.5), 4.5))
+    ax = figure.subplots()
+    ax.boxplot(data, showfliers=True, flierprops={"markersize": 2})
+    ax.set_xticks(range(1, len(data) + 1), names, rotation=60, ha="right", fontsize=8)
+    spread = max(float(np.max(d)) for d in data) / max(min(float(np.min(d)) for d in data), 1e-9)
+    if spread > 20:
+        ax.set_yscale("log")
+        for axis in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+            axis(FuncFormatter(lambda v, _: sig(v)))
+    ax.set_ylabel("latency per call (ms)")
+    ax.set_title(f"{device}: per-call latency, input {describe_input(input_shape)}", fontsize=9)
+    return _save(figure, path)
+
+
+def write_plots(points: pd.DataFrame, folder: Path, uri: str | None = None) -> list[Path]:
+    """Every plot for every device and input of the points, written under ``folder``."""
+    written = []
+    for device, shape in sorted(set(zip(points["device"], points["input_shape"]))):
+        stem = f"{slug(device)}_{slug(input_label(shape))}"
+        written.append(latency_bars(points, device, shape, folder / f"latency_{stem}.png"))
+        at = points[(points["device"] == device) & (points["input_shape"] == shape)]
+        if (~is_raw(at)).any():
+            written.append(speedup_bars(points, device, shape, folder / f"speedup_{stem}.png"))
+        box = latency_distribution(points, device, shape, folder / f"distribution_{stem}.png", uri)
+        if box is not None:
+            written.append(box)
+    return written

@@ -1,0 +1,90 @@
+"""Tables as aligned text, Markdown, CSV or HTML; the cells arrive already rounded and marked.
+
+Plain Python rather than ``DataFrame.to_markdown``, which needs the extra ``tabulate`` package.
+"""
+from __future__ import annotations
+
+import html
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+from analysis.tables import Table
+from bench.errors import ConfigError
+
+FORMATS = ("text", "markdown", "csv", "html")
+EXTENSIONS = {"text": "txt", "markdown": "md", "csv": "csv", "html": "html"}
+
+
+def _grid(table: Table) -> tuple[list[str], list[list[str]], int]:
+    """Header, body rows and the number of leading index columns; a repeated outer index is blanked."""
+    frame = table.cells.reset_index()
+    levels = table.cells.index.nlevels
+    header = [str(c) if c is not None else "" for c in frame.columns]
+    body, previous = [], None
+    for row in frame.itertuples(index=False):
+        cells = ["" if v is None else str(v) for v in row]
+        if levels > 1 and previous is not None and cells[0] == previous:
+            cells[0] = ""
+        else:
+            previous = cells[0]
+        body.append(cells)
+    return header, body, levels
+
+
+def table_text(table: Table) -> str:
+    header, body, levels = _grid(table)
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    align = lambda cells: "  ".join(c.ljust(w) if i < levels else c.rjust(w)  # noqa: E731
+                                    for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    lines = [table.title, "-" * len(table.title), align(header), *(align(r) for r in body)]
+    lines += [f"  {note}" for note in table.notes]
+    return "\n".join(lines) + "\n"
+
+
+def table_markdown(table: Table) -> str:
+    header, body, levels = _grid(table)
+    esc = lambda cells: "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"  # noqa: E731
+    rule = "|" + "|".join(":---" if i < levels else "---:" for i in range(len(header))) + "|"
+    lines = [f"### {table.title}", "", esc(header), rule, *(esc(r) for r in body)]
+    if table.notes:
+        lines += ["", *(f"- {note}" for note in table.notes)]
+    return "\n".join(lines) + "\n"
+
+
+def table_csv(table: Table) -> str:
+    """The cells as shown (marked cells keep their marker); footnotes follow as ``#`` lines."""
+    out = io.StringIO()
+    table.cells.to_csv(out, lineterminator="\n")
+    out.writelines(f"# {note}\n" for note in table.notes)
+    return out.getvalue()
+
+
+def table_html(table: Table) -> str:
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in table.notes)
+    return (f"<section id=\"{html.escape(table.key)}\"><h3>{html.escape(table.title)}</h3>\n"
+            f"{table.cells.reset_index().to_html(escape=True, border=0, index=False)}\n"
+            + (f"<ul class=\"notes\">{notes}</ul>" if notes else "") + "</section>\n")
+
+
+def render(tables: list[Table], fmt: str, header: Sequence[str] = (), plots: Sequence[str] = ()) -> str:
+    """A whole report in one format; ``plots`` are image paths relative to where the report is written."""
+    if fmt == "text":
+        return "\n".join(([*header, ""] if header else []) + [table_text(t) for t in tables])
+    if fmt == "markdown":
+        parts = ["# trt-bench report", ""] + [f"{line}\n" for line in header] + [table_markdown(t) for t in tables]
+        if plots:
+            parts += ["## Plots", ""] + [f"![{Path(p).stem}]({p})\n" for p in plots]
+        return "\n".join(parts)
+    if fmt == "csv":
+        return "\n".join(f"# {t.title}\n{table_csv(t)}" for t in tables)
+    if fmt == "html":
+        head = "".join(f"<p>{html.escape(line)}</p>" for line in header)
+        images = "".join(f"<figure><img src=\"{html.escape(p)}\" alt=\"{html.escape(p)}\"></figure>" for p in plots)
+        return ("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>trt-bench report</title><style>"
+                "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:.5em 0}"
+                "th,td{padding:.2em .7em;border-bottom:1px solid #ddd}td{text-align:right}"
+                ".notes{font-size:90%;color:#444}img{max-width:100%}</style></head><body>\n"
+                f"<h1>trt-bench report</h1>{head}\n" + "".join(table_html(t) for t in tables)
+                + (f"<h2>Plots</h2>{images}" if images else "") + "</body></html>\n")
+    raise ConfigError(f"format {fmt!r} is not one of: {', '.join(FORMATS)}")

@@ -1,0 +1,89 @@
+"""The comparison the blog made by hand, generated from MLflow: tables, plots, one folder.
+
+    python -m analysis.report --latest                      # newest sweep, text tables
+    python -m analysis.report --format markdown --precision fp16,int8
+    python -m analysis.report --latest --out report/ --attach
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from analysis.build import build_report
+from analysis.render import FORMATS
+from analysis.select import REPEATS, Selection
+from bench.errors import ConfigError
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m analysis.report",
+        description="Tables (the blog's per-device latency table, speed-ups, accuracy, conversion time,\n"
+                    "devices side by side) and plots from the benchmark runs in MLflow. Only ok runs give\n"
+                    "numbers; skipped and failed points are marked cells with the reason as a footnote.",
+        epilog="examples:\n"
+               "  python -m analysis.report --latest\n"
+               "  python -m analysis.report --since 7d --model resnet18,resnet50 --format markdown\n"
+               "  python -m analysis.report --sweep <parent-run-id> --out report/ --attach\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    s = p.add_argument_group("selection (list options take a,b,c or repeat)")
+    s.add_argument("--tracking-uri", metavar="URI",
+                   help="MLflow store (default as run.py: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
+    s.add_argument("--experiment", default="trt-bench", metavar="NAME", help="MLflow experiment (default: %(default)s)")
+    one = s.add_mutually_exclusive_group()
+    one.add_argument("--sweep", metavar="RUN_ID", help="only the points of this sweep (its parent run id)")
+    one.add_argument("--latest", action="store_true", help="only the points of the newest sweep")
+    s.add_argument("--since", metavar="WHEN",
+                   help="runs started at or after WHEN: 2024-05-01, 2024-05-01T08:00, 12h, 7d")
+    s.add_argument("--until", metavar="WHEN", help="runs started at or before WHEN (same forms)")
+    s.add_argument("--kind", help="only runs of this bench.kind, e.g. sweep or nightly")
+    for name, what in (("device", "part of the device name (e.g. xavier) or a host name"),
+                       ("model", "model name"), ("backend", "resolved backend, e.g. onnxruntime, torch2trt"),
+                       ("precision", "fp32, fp16, bf16, int8"), ("input", "input size: 256, 256x320 or 1x3x256x256")):
+        s.add_argument(f"--{name}", type=_csv, action="extend", default=[], metavar="X", help=what)
+    s.add_argument("--repeats", choices=REPEATS, default="newest",
+                   help="a point measured more than once: its newest run, or the median of its ok runs "
+                        "(default: %(default)s)")
+    t = p.add_argument_group("cross-device tables (made when two or more devices are selected)")
+    t.add_argument("--cross-precision", type=_csv, action="extend", default=[], metavar="P",
+                   help="only these: raw, fp32, fp16, bf16, int8 (default: all present)")
+    t.add_argument("--cross-backend", metavar="NAME", help="only this backend (default: each device's backends)")
+    o = p.add_argument_group("output")
+    o.add_argument("--format", choices=FORMATS, default="text", help="what goes to stdout (default: %(default)s)")
+    o.add_argument("--out", type=Path, metavar="DIR",
+                   help="also write report.{txt,md,html}, tables/*.csv and plots/*.png into DIR")
+    o.add_argument("--no-plots", action="store_true", help="write no PNGs")
+    o.add_argument("--attach", action="store_true",
+                   help="log the report (tables and plots) as artifacts report/ of the sweep's parent run")
+    o.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    selection = Selection(experiment=args.experiment, sweep="latest" if args.latest else args.sweep,
+                          since=args.since, until=args.until, devices=tuple(args.device), models=tuple(args.model),
+                          backends=tuple(args.backend), precisions=tuple(args.precision), inputs=tuple(args.input),
+                          kind=args.kind)
+    try:
+        report = build_report(selection, args.tracking_uri, args.repeats, args.cross_precision, args.cross_backend,
+                              args.out, plots=not args.no_plots, attach_to_sweep=args.attach)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(report.render(args.format))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

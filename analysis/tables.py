@@ -1,0 +1,362 @@
+"""The blog's tables and their cross-device relatives, as pure pandas: points in, ``Table`` out.
+
+Input is the per-point frame of ``analysis.select.aggregate``. A cell whose point was skipped
+or failed is a marked empty cell (``— [1]``) whose footnote gives the reason; a cell with no
+point at all is blank. "Raw" is eager fp32 PyTorch: the point's own ``backend=pytorch
+precision=fp32`` run when there is one, else the Raw baseline the other runs timed in-run.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from analysis.select import OK, input_label
+from bench.models import BLOG_SIZE
+
+RAW = "Raw"
+PRECISION_LABELS = {"fp32": "FP32", "fp16": "FP16", "bf16": "BF16", "int8": "INT8"}
+RAW_OWN = "own run"
+RAW_IN_RUN = "in-run baseline"
+
+
+@dataclass
+class Table:
+    """One rendered-ready table: numbers for code, cell texts for people, footnotes for both."""
+
+    key: str  # file-name stem, unique within a report
+    title: str
+    values: pd.DataFrame  # floats; NaN where there is no ok measurement
+    cells: pd.DataFrame  # same shape: rounded numbers, blanks and marked empty cells
+    notes: list[str] = field(default_factory=list)
+
+
+class _Notes:
+    """Numbered footnotes, one number per distinct text."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def mark(self, text: str) -> str:
+        if text not in self.texts:
+            self.texts.append(text)
+        return f"[{self.texts.index(text) + 1}]"
+
+    def lines(self) -> list[str]:
+        return [f"[{i}] {text}" for i, text in enumerate(self.texts, 1)]
+
+
+def sig(value: float, digits: int = 3, keep: int = 2) -> str:
+    """``digits`` significant figures, trailing zeros trimmed down to ``keep`` (3.80 -> 3.8, 11.0 -> 11)."""
+    if not math.isfinite(value):
+        return ""
+    if value == 0:
+        return "0"
+    value = float(f"{value:.{digits}g}")
+    magnitude = math.floor(math.log10(abs(value)))
+    decimals = max(0, digits - 1 - magnitude)
+    text = f"{value:.{decimals}f}"
+    while decimals > max(0, keep - 1 - magnitude) and text.endswith("0"):
+        text, decimals = text[:-1], decimals - 1
+    return text.removesuffix(".")
+
+
+def fmt_ratio(value: float) -> str:
+    return f"{value:.2f}" if math.isfinite(value) else ""
+
+
+def fmt_err(value: float) -> str:
+    return f"{value:.1e}" if math.isfinite(value) else ""
+
+
+def fmt_pct(value: float) -> str:
+    return f"{100 * value:.1f}" if math.isfinite(value) else ""
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "device"
+
+
+def describe_input(shape: str) -> str:
+    """``1x3x256x256`` -> ``256x256``; with a batch, ``256x256, batch 8``."""
+    parts = shape.split("x")
+    if len(parts) != 4:
+        return shape
+    batch, _, height, width = parts
+    return f"{height}x{width}" + (f", batch {batch}" if batch != "1" else "")
+
+
+def model_order(models) -> list[str]:
+    """The blog's order for its models (resnet18/34/50, fcn, deeplabv3), then natural order."""
+    blog = list(BLOG_SIZE)
+    natural = lambda name: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]  # noqa: E731
+    return sorted(set(models), key=lambda m: (blog.index(m) if m in blog else len(blog), natural(m)))
+
+
+def is_raw(points: pd.DataFrame) -> pd.Series:
+    return (points["backend"] == "pytorch") & (points["precision"] == "fp32")
+
+
+def point_rows(points: pd.DataFrame) -> tuple[list[tuple[str, str, str]], str]:
+    """Non-Raw rows as (label, precision, backend), and the caption's backend text.
+
+    One backend on the device: the caption names it and labels are the blog's FP32/FP16/...;
+    several: each label names its backend, e.g. ``FP16 (inductor)``.
+    """
+    rest = points[~is_raw(points)]
+    backends = sorted(set(rest["backend"]))
+    order = list(PRECISION_LABELS)
+    pairs = sorted(set(zip(rest["precision"], rest["backend"])),
+                   key=lambda pb: (order.index(pb[0]) if pb[0] in order else len(order), pb[0], pb[1]))
+    single = len(backends) == 1
+    rows = [(PRECISION_LABELS.get(p, p) if single else f"{PRECISION_LABELS.get(p, p)} ({b})", p, b)
+            for p, b in pairs]
+    return rows, (f"rows {', '.join(r[0] for r in rows)}: {backends[0]}" if single else "")
+
+
+def _cell(point: pd.Series | None, value: float, fmt, notes: _Notes) -> tuple[float, str]:
+    if point is None:
+        return math.nan, ""
+    if point["status"] != OK:
+        note = f"{point['status']}: {point['reason'] or 'no reason recorded'}"
+        return math.nan, f"— {notes.mark(note)}"
+    return (value, fmt(value)) if math.isfinite(value) else (math.nan, "")
+
+
+def _frames(grid: dict, rows: list[str], columns: list[str], index_name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    values = pd.DataFrame(math.nan, index=pd.Index(rows, name=index_name), columns=columns, dtype=float)
+    cells = pd.DataFrame("", index=values.index, columns=columns, dtype=object)
+    for (row, column), (value, text) in grid.items():
+        values.loc[row, column], cells.loc[row, column] = value, text
+    return values, cells
+
+
+def find_point(points: pd.DataFrame, **key: str) -> pd.Series | None:
+    """The one point with these column values (the frame is one row per point), or None."""
+    mask = pd.Series(True, index=points.index)
+    for column, value in key.items():
+        mask &= points[column] == value
+    found = points[mask]
+    return found.iloc[0] if len(found) else None
+
+
+def raw_baseline(points: pd.DataFrame) -> pd.DataFrame:
+    """Raw (eager fp32 PyTorch) per device x input x model, with where it came from.
+
+    ``source`` is ``own run`` (an ok pytorch fp32 point) or ``in-run baseline`` (the median of
+    the other ok runs' ``raw_latency_ms_median``). Without either, a non-ok pytorch fp32 point
+    gives its status and reason.
+    """
+    rows = []
+    for (device, shape, model), group in points.groupby(["device", "input_shape", "model"], sort=False):
+        own = group[is_raw(group)]
+        others = group[(group["status"] == OK) & ~is_raw(group) & group["raw_latency_ms_median"].notna()]
+        row = {"device": device, "input_shape": shape, "model": model, "raw_ms": math.nan, "source": RAW_OWN,
+               "status": OK, "reason": ""}
+        if len(own) and own.iloc[0]["status"] == OK:
+            row["raw_ms"] = own.iloc[0]["latency_ms_median"]
+        elif len(others):
+            row.update(raw_ms=others["raw_latency_ms_median"].median(), source=RAW_IN_RUN)
+        elif len(own):
+            row.update(status=own.iloc[0]["status"], reason=own.iloc[0]["reason"])
+        else:
+            continue
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["device", "input_shape", "model", "raw_ms", "source", "status", "reason"])
+
+
+def _raw_note(raw: pd.DataFrame) -> str:
+    """Where the Raw numbers came from, naming the cells that fell back to the in-run baseline."""
+    own = "Raw: eager fp32 PyTorch, from its own backend=pytorch precision=fp32 run"
+    in_run = raw[raw["source"] == RAW_IN_RUN]
+    if in_run.empty:
+        return f"{own}."
+    fallback = ("no ok pytorch fp32 run selected, so the baseline the other runs timed in the same process "
+                "(raw_latency_ms_median, median over those runs)")
+    if len(in_run) == len(raw):
+        return f"Raw: eager fp32 PyTorch; {fallback}."
+    parts = []
+    for device, group in in_run.groupby("device", sort=True):
+        every = set(group["model"]) == set(raw.loc[raw["device"] == device, "model"])
+        models = ", ".join(model_order(group["model"]))
+        parts.append(models if raw["device"].nunique() == 1 else device if every else f"{device} ({models})")
+    return f"{own}; for {'; '.join(parts)}: {fallback}."
+
+
+def _device_points(points: pd.DataFrame, device: str, input_shape: str) -> pd.DataFrame:
+    return points[(points["device"] == device) & (points["input_shape"] == input_shape)]
+
+
+def _title(device: str, what: str, input_shape: str, backend_text: str) -> str:
+    return f"{device}: {what}, input {describe_input(input_shape)}" + (f" ({backend_text})" if backend_text else "")
+
+
+def blog_table(points: pd.DataFrame, device: str, input_shape: str) -> Table:
+    """The blog's table for one device and input: rows Raw/FP32/FP16/BF16/INT8, columns models, median ms."""
+    sub = _device_points(points, device, input_shape)
+    models = model_order(sub["model"])
+    rows, backend_text = point_rows(sub)
+    notes, grid = _Notes(), {}
+    raw = raw_baseline(sub)
+    for item in raw.itertuples():
+        point = pd.Series({"status": item.status, "reason": item.reason})
+        grid[(RAW, item.model)] = _cell(point, item.raw_ms, sig, notes)
+    for label, precision, backend in rows:
+        for model in models:
+            point = find_point(sub, model=model, precision=precision, backend=backend)
+            grid[(label, model)] = _cell(point, point["latency_ms_median"] if point is not None else math.nan,
+                                         sig, notes)
+    labels = ([RAW] if len(raw) else []) + [r[0] for r in rows]
+    values, cells = _frames(grid, labels, models, "median latency (ms)")
+    plain = [_raw_note(raw)] if len(raw) else []
+    return Table(f"latency_{slug(device)}_{slug(input_label(input_shape))}",
+                 _title(device, "median latency per call (ms)", input_shape, backend_text), values, cells,
+                 plain + notes.lines())
+
+
+def _metric_table(points: pd.DataFrame, device: str, input_shape: str, metric: str, fmt, kind: str, what: str,
+                  header: str, extra_note=None) -> Table:
+    sub = _device_points(points, device, input_shape)
+    models = model_order(sub["model"])
+    rows, backend_text = point_rows(sub)
+    notes, grid = _Notes(), {}
+    for label, precision, backend in rows:
+        for model in models:
+            point = find_point(sub, model=model, precision=precision, backend=backend)
+            value, text = _cell(point, point[metric] if point is not None else math.nan, fmt, notes)
+            if extra_note and point is not None and point["status"] == OK and extra_note[0](point):
+                text = f"{text} {notes.mark(extra_note[1])}"
+            grid[(label, model)] = (value, text)
+    values, cells = _frames(grid, [r[0] for r in rows], models, header)
+    return Table(f"{kind}_{slug(device)}_{slug(input_label(input_shape))}",
+                 _title(device, what, input_shape, backend_text), values, cells, notes.lines())
+
+
+def speedup_table(points: pd.DataFrame, device: str, input_shape: str) -> Table:
+    """Speed-up over Raw as each run recorded it: Raw median / median, both timed in the same run."""
+    return _metric_table(points, device, input_shape, "speedup", fmt_ratio, "speedup",
+                         "speed-up over Raw (×, Raw median / median, timed in the same run)", "speed-up (×)")
+
+
+def conversion_table(points: pd.DataFrame, device: str, input_shape: str) -> Table:
+    """Conversion (build) time per cell; cells served from the engine cache are marked."""
+    return _metric_table(points, device, input_shape, "convert_s", sig, "convert", "conversion time (s)",
+                         "conversion (s)",
+                         (lambda p: p["convert_cache_hit"] == 1, "conversion cache hit: a cached engine was loaded, "
+                                                                  "not built"))
+
+
+def accuracy_table(points: pd.DataFrame, device: str, input_shape: str) -> Table:
+    """Accuracy next to speed, one row per model x precision: the numbers that decide a trade-off."""
+    sub = _device_points(points, device, input_shape)
+    rows, backend_text = point_rows(sub)
+    tasks = set(sub.loc[~is_raw(sub), "task"])
+    agreement = {"classification": "top-1", "segmentation": "pixel"}
+    agree_header = f"{' / '.join(agreement.get(t, t) for t in sorted(tasks)) or 'top-1'} agreement (%)"
+    columns = {"median (ms)": ("latency_ms_median", sig), "speed-up (×)": ("speedup", fmt_ratio),
+               "rel. L2 error": ("acc_rel_l2_err", fmt_err), agree_header: (None, fmt_pct)}
+    notes, index, value_rows, cell_rows = _Notes(), [], [], []
+    for model in model_order(sub["model"]):
+        for label, precision, backend in rows:
+            point = find_point(sub, model=model, precision=precision, backend=backend)
+            if point is None:
+                continue
+            index.append((model, label))
+            pairs = []
+            for metric, fmt in columns.values():
+                if metric is None:
+                    metric = "acc_top1_agreement" if point["task"] == "classification" else "acc_pixel_agreement"
+                pairs.append(_cell(point, point[metric], fmt, notes))
+            value_rows.append([v for v, _ in pairs])
+            cell_rows.append([t for _, t in pairs])
+    idx = pd.MultiIndex.from_tuples(index, names=["model", "precision"]) if index else \
+        pd.MultiIndex.from_tuples([], names=["model", "precision"])
+    return Table(f"accuracy_{slug(device)}_{slug(input_label(input_shape))}",
+                 _title(device, "accuracy vs eager fp32 next to speed", input_shape, backend_text),
+                 pd.DataFrame(value_rows, index=idx, columns=list(columns), dtype=float),
+                 pd.DataFrame(cell_rows, index=idx, columns=list(columns), dtype=object),
+                 ["rel. L2 error: ||out - ref|| / ||ref|| against eager fp32 outputs on the same inputs; "
+                  "agreement: share of top-1 classes (classification) or pixels' classes (segmentation) that "
+                  "match.", *notes.lines()])
+
+
+def cross_device_table(points: pd.DataFrame, precision: str, input_shape: str, backend: str | None = None,
+                       speedup: bool = False) -> Table:
+    """Devices side by side for one precision (or ``raw``): median ms, or speed-up over each device's own Raw."""
+    raw = raw_baseline(points[points["input_shape"] == input_shape])
+    notes, grid = _Notes(), {}
+    if precision == "raw":
+        if speedup:
+            raise ValueError("Raw over Raw is 1 by definition")
+        for item in raw.itertuples():
+            grid[(item.device, item.model)] = _cell(pd.Series({"status": item.status, "reason": item.reason}),
+                                                    item.raw_ms, sig, notes)
+        rows, models = sorted(set(raw["device"])), model_order(raw["model"])
+        what, backend_text, plain = "Raw (eager fp32 PyTorch) median latency (ms)", "", [_raw_note(raw)]
+    else:
+        sub = points[(points["input_shape"] == input_shape) & (points["precision"] == precision)]
+        sub = sub[sub["backend"] == backend] if backend else sub[~is_raw(sub)]
+        pairs = sorted(set(zip(sub["device"], sub["backend"])))
+        one_backend = len({b for _, b in pairs}) == 1
+        labels = {(d, b): d if one_backend else f"{d} ({b})" for d, b in pairs}
+        rows, models = [labels[p] for p in pairs], model_order(sub["model"])
+        raw_ms = {(r.device, r.model): r.raw_ms for r in raw.itertuples()}
+        for (device, back), label in labels.items():
+            for model in models:
+                point = find_point(sub, device=device, backend=back, model=model)
+                value = math.nan
+                if point is not None:
+                    value = raw_ms.get((device, model), math.nan) / point["latency_ms_median"] if speedup \
+                        else point["latency_ms_median"]
+                grid[(label, model)] = _cell(point, value, fmt_ratio if speedup else sig, notes)
+        name = PRECISION_LABELS.get(precision, precision)
+        what = f"{name} speed-up over the device's own Raw (×)" if speedup else f"{name} median latency (ms)"
+        backend_text = f"backend {pairs[0][1]}" if one_backend and pairs else ""
+        plain = [_raw_note(raw)] if speedup and len(raw) else []
+    values, cells = _frames(grid, rows, models, "speed-up (×)" if speedup else "median (ms)")
+    values.index.name = cells.index.name = f"device: {'speed-up (×)' if speedup else 'median (ms)'}"
+    kind = "cross_speedup" if speedup else "cross_latency"
+    suffix = f"_{backend}" if backend else ""
+    return Table(f"{kind}_{precision}{suffix}_{slug(input_label(input_shape))}",
+                 f"All devices: {what}, input {describe_input(input_shape)}"
+                 + (f" ({backend_text})" if backend_text else ""), values, cells, plain + notes.lines())
+
+
+def device_tables(points: pd.DataFrame) -> list[Table]:
+    """Per device and input: latency (the blog's), speed-up, accuracy, conversion time."""
+    tables = []
+    for device, shape in sorted(set(zip(points["device"], points["input_shape"])),
+                                key=lambda ds: (ds[0], _shape_key(ds[1]))):
+        tables.append(blog_table(points, device, shape))
+        if (~is_raw(_device_points(points, device, shape))).any():
+            tables += [speedup_table(points, device, shape), accuracy_table(points, device, shape),
+                       conversion_table(points, device, shape)]
+    return tables
+
+
+def cross_device_tables(points: pd.DataFrame, precisions: list[str] | None = None,
+                        backend: str | None = None) -> list[Table]:
+    """For every input measured on two or more devices: Raw, then latency and speed-up per precision."""
+    tables = []
+    for shape in sorted(set(points["input_shape"]), key=_shape_key):
+        at_shape = points[points["input_shape"] == shape]
+        if at_shape["device"].nunique() < 2:
+            continue
+        if not precisions or "raw" in precisions:
+            tables.append(cross_device_table(points, "raw", shape))
+        present = set(at_shape["precision"])
+        wanted = [p for p in PRECISION_LABELS if p in present and (not precisions or p in precisions)]
+        for precision in wanted:
+            candidates = at_shape[at_shape["precision"] == precision]
+            candidates = candidates[candidates["backend"] == backend] if backend else candidates[~is_raw(candidates)]
+            if candidates["device"].nunique() < 2:
+                continue
+            tables += [cross_device_table(points, precision, shape, backend),
+                       cross_device_table(points, precision, shape, backend, speedup=True)]
+    return tables
+
+
+def _shape_key(shape: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else 0 for p in shape.split("x"))

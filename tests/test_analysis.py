@@ -1,0 +1,274 @@
+"""The blog's numbers, logged through the suite's own Tracker into a real MLflow store, come back
+out of analysis/ cell for cell; Nano's INT8 is a marked cell with its reason; devices line up."""
+from __future__ import annotations
+
+import io
+import socket
+import time
+
+import pandas as pd
+import pytest
+
+from analysis import (Selection, aggregate, blog_table, build_report, cross_device_table, load_latencies, load_runs,
+                      series)
+from analysis.render import render, table_markdown, table_text
+from analysis.report import main
+from analysis.tables import sig
+from bench.config import TrackingConfig
+from bench.errors import ConfigError
+from bench.point import FAILED, OK, SKIPPED, PointResult
+from bench.tracking import Tracker
+
+CLS = ["resnet18", "resnet34", "resnet50"]
+SEG = ["fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101"]
+# The seed blog's tables (Jetson Xavier, ms): classification at 256x256, segmentation at 512x512.
+XAVIER_CLS = {"Raw": ["11", "12", "16"], "FP32": ["3.8", "5.6", "9.9"], "FP16": ["2.1", "3.3", "4.4"],
+              "INT8": ["1.7", "2.7", "3.0"]}
+XAVIER_SEG = {"Raw": ["200", "344", "281", "426"], "FP32": ["173", "290", "252", "366"],
+              "FP16": ["36", "57", "130", "151"], "INT8": ["21", "32", "97", "108"]}
+NANO_CLS = {"Raw": ["45", "80", "120"], "FP32": ["21", "36", "60"], "FP16": ["12", "20", "33"]}
+NANO_INT8_REASON = "torch2trt int8 needs INT8 tensor cores (compute capability >= 6.1); Jetson Nano has 5.3"
+# Third device: no eager fp32 run, so Raw comes from the in-run baseline of the other runs.
+H100_RAW = [2.0, 3.1, 4.5]
+H100 = {"fp32": [0.9, 1.3, 2.1], "fp16": [0.45, 0.6, 0.85], "int8": [0.35, 0.5, 0.62]}
+BF16_ERROR = "RuntimeError: no bf16 kernel for this layer"
+
+XAVIER = {"device.kind": "cuda", "device.name": "Xavier", "device.label": "Jetson Xavier NX", "device.cc": "7.2",
+          "jetson.model": "Jetson Xavier NX", "cpu.model": "ARMv8 Processor rev 0 (v8l)", "host.name": "xavier-01"}
+NANO = {"device.kind": "cuda", "device.name": "NVIDIA Tegra X1", "device.label": "Jetson Nano Developer Kit",
+        "device.cc": "5.3", "jetson.model": "Jetson Nano Developer Kit", "cpu.model": "ARMv8 Processor rev 1 (v8l)",
+        "host.name": "nano-01"}
+H100_TAGS = {"device.kind": "cuda", "device.name": "NVIDIA H100 80GB HBM3", "device.label": "NVIDIA H100 80GB HBM3",
+             "device.cc": "9.0", "cpu.model": "Intel(R) Xeon(R) Platinum 8480+", "host.name": "dgx-07"}
+S256, S512 = "1x3x256x256", "1x3x512x512"
+
+
+def log_point(tracker: Tracker, parent: str, device: dict, model: str, backend: str, precision: str, size: int,
+              median: float | None = None, raw: float | None = None, status: str = OK, reason: str = "") -> str:
+    """One point as run.py records it: the same Tracker.record, params and metric names."""
+    task = "segmentation" if model in SEG else "classification"
+    params = {"model": model, "model.task": task, "backend": backend, "backend.requested": backend,
+              "precision": precision, "input.height": str(size), "input.width": str(size), "input.batch_size": "1",
+              "input.shape": f"1x3x{size}x{size}", "device": "cuda:0"}
+    result = PointResult(status=status, reason=reason)
+    if status == OK:
+        raw = raw if raw is not None else median
+        agreement = "acc_top1_agreement" if task == "classification" else "acc_pixel_agreement"
+        result.metrics = {"latency_ms_median": median, "latency_ms_mean": median * 1.01, "raw_latency_ms_median": raw,
+                          "speedup": raw / median, "convert_s": 10.0 + median, "convert_cache_hit": 0.0,
+                          "acc_rel_l2_err": 1e-3 if precision == "int8" else 1e-6, agreement: 0.99, "iterations": 3}
+        result.params = {"timing.method": "cuda_event", "timing.latency": "device compute per call, input resident"}
+        result.latencies_ms = [median * 0.97, median, median * 1.05]
+        result.raw_latencies_ms = [raw, raw * 1.02]
+    tags = {**device, "bench.commit": "test"}
+    return tracker.record(f"{model}/{precision}/{backend}/{size}", params, tags, result, "seed: true\n", parent)
+
+
+@pytest.fixture(scope="module")
+def seed_store(tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp("seed")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    tracker = Tracker(TrackingConfig(uri=uri))
+
+    def sweep(name: str, device: dict) -> str:
+        return tracker.parent_run(name, folder / name, {**device, "bench.commit": "test"})
+
+    xavier = sweep("xavier", XAVIER)
+    for models, size, blog in ((CLS, 256, XAVIER_CLS), (SEG, 512, XAVIER_SEG)):
+        raws = [float(v) for v in blog["Raw"]]
+        for model, raw in zip(models, raws):
+            log_point(tracker, xavier, XAVIER, model, "pytorch", "fp32", size, raw)
+        for precision in ("fp32", "fp16", "int8"):
+            for model, raw, value in zip(models, raws, blog[precision.upper()]):
+                if (model, precision) == ("resnet18", "fp16"):  # two older repeats: 2.5 and 2.3 ms
+                    for older in (2.5, 2.3):
+                        log_point(tracker, xavier, XAVIER, model, "torch2trt", precision, size, older, raw)
+                        time.sleep(0.01)
+                log_point(tracker, xavier, XAVIER, model, "torch2trt", precision, size, float(value), raw)
+    tracker.close_parent(xavier)
+
+    nano = sweep("nano", NANO)
+    for model, raw, fp32, fp16 in zip(CLS, *NANO_CLS.values()):
+        log_point(tracker, nano, NANO, model, "pytorch", "fp32", 256, float(raw))
+        log_point(tracker, nano, NANO, model, "torch2trt", "fp32", 256, float(fp32), float(raw))
+        log_point(tracker, nano, NANO, model, "torch2trt", "fp16", 256, float(fp16), float(raw))
+        log_point(tracker, nano, NANO, model, "torch2trt", "int8", 256, status=SKIPPED, reason=NANO_INT8_REASON)
+    tracker.close_parent(nano)
+
+    h100 = sweep("h100", H100_TAGS)
+    for precision, values in H100.items():
+        for model, raw, value in zip(CLS, H100_RAW, values):
+            log_point(tracker, h100, H100_TAGS, model, "torch2trt", precision, 256, value, raw)
+    log_point(tracker, h100, H100_TAGS, "resnet50", "torch2trt", "bf16", 256, status=FAILED, reason=BF16_ERROR)
+    tracker.close_parent(h100)
+    return uri
+
+
+@pytest.fixture(scope="module")
+def report(seed_store):
+    return build_report(Selection(), seed_store)
+
+
+def by_key(report, key: str):
+    return next(t for t in report.tables if t.key == key)
+
+
+def test_xavier_tables_reproduce_the_blog_cell_for_cell(report):
+    for key, models, blog in (("latency_jetson-xavier-nx_256", CLS, XAVIER_CLS),
+                              ("latency_jetson-xavier-nx_512", SEG, XAVIER_SEG)):
+        table = by_key(report, key)
+        assert list(table.cells.columns) == models
+        assert list(table.cells.index) == list(blog)
+        assert table.cells.to_dict("index") == {row: dict(zip(models, cells)) for row, cells in blog.items()}
+        assert table.values.loc["INT8", models[-1]] == float(blog["INT8"][-1])
+        assert "torch2trt" in table.title and "own backend=pytorch precision=fp32 run" in table.notes[0]
+        markdown = table_markdown(table)
+        for row, cells in blog.items():
+            assert f"| {row} | {' | '.join(cells)} |" in markdown
+    xavier_cls = by_key(report, "latency_jetson-xavier-nx_256")
+    assert xavier_cls.title == ("Jetson Xavier NX: median latency per call (ms), input 256x256 "
+                                "(rows FP32, FP16, INT8: torch2trt)")
+
+
+def test_nano_int8_is_a_marked_empty_cell_with_the_reason(report):
+    table = by_key(report, "latency_jetson-nano-developer-kit_256")
+    assert list(table.cells.loc["INT8"]) == ["— [1]"] * 3
+    assert table.values.loc["INT8"].isna().all()
+    assert f"[1] skipped: {NANO_INT8_REASON}" in table.notes
+    assert list(table.cells.loc["FP16"]) == NANO_CLS["FP16"]
+    text = table_text(table)
+    assert f"[1] skipped: {NANO_INT8_REASON}" in text
+    assert list(by_key(report, "speedup_jetson-nano-developer-kit_256").cells.loc["INT8"]) == ["— [1]"] * 3
+
+
+def test_cross_device_table_puts_the_devices_side_by_side(report):
+    table = by_key(report, "cross_latency_fp16_256")
+    assert list(table.cells.index) == ["Jetson Nano Developer Kit", "Jetson Xavier NX", "NVIDIA H100 80GB HBM3"]
+    assert table.cells.loc["Jetson Xavier NX"].tolist() == XAVIER_CLS["FP16"]
+    assert table.cells.loc["Jetson Nano Developer Kit"].tolist() == NANO_CLS["FP16"]
+    assert table.cells.loc["NVIDIA H100 80GB HBM3"].tolist() == ["0.45", "0.60", "0.85"]
+    assert "backend torch2trt" in table.title
+    int8 = by_key(report, "cross_latency_int8_256")
+    assert int8.cells.loc["Jetson Nano Developer Kit"].tolist() == ["— [1]"] * 3
+    assert int8.cells.loc["Jetson Xavier NX"].tolist() == XAVIER_CLS["INT8"]
+    speedup = by_key(report, "cross_speedup_fp16_256")
+    assert speedup.values.loc["Jetson Xavier NX", "resnet18"] == pytest.approx(11 / 2.1)
+    assert speedup.values.loc["NVIDIA H100 80GB HBM3", "resnet50"] == pytest.approx(4.5 / 0.85)
+    raw = by_key(report, "cross_latency_raw_256")
+    assert raw.cells.loc["NVIDIA H100 80GB HBM3"].tolist() == ["2.0", "3.1", "4.5"]
+    assert raw.notes[0].startswith("Raw: eager fp32 PyTorch, from its own backend=pytorch precision=fp32 run; "
+                                   "for NVIDIA H100 80GB HBM3: no ok pytorch fp32 run selected")
+    # Only Xavier measured segmentation: no cross-device table at 512.
+    assert not [t for t in report.tables if t.key.startswith("cross_") and t.key.endswith("_512")]
+
+
+def test_third_device_raw_row_comes_from_the_in_run_baseline_and_failures_are_footnoted(report):
+    table = by_key(report, "latency_nvidia-h100-80gb-hbm3_256")
+    assert list(table.cells.index) == ["Raw", "FP32", "FP16", "BF16", "INT8"]
+    assert table.cells.loc["Raw"].tolist() == ["2.0", "3.1", "4.5"]
+    assert table.cells.loc["BF16"].tolist() == ["", "", "— [1]"]  # blank: not run; marked: failed
+    assert f"[1] failed: {BF16_ERROR}" in table.notes
+    assert "no ok pytorch fp32 run selected" in table.notes[0]
+
+
+def test_speedup_accuracy_and_conversion_tables(report):
+    speedup = by_key(report, "speedup_jetson-xavier-nx_512")
+    assert speedup.values.loc["INT8", "fcn_resnet50"] == pytest.approx(200 / 21)
+    assert speedup.cells.loc["INT8", "fcn_resnet50"] == "9.52"
+    accuracy = by_key(report, "accuracy_jetson-xavier-nx_512")
+    assert list(accuracy.cells.columns) == ["median (ms)", "speed-up (×)", "rel. L2 error", "pixel agreement (%)"]
+    assert accuracy.cells.loc[("deeplabv3_resnet101", "INT8")].tolist() == ["108", "3.94", "1.0e-03", "99.0"]
+    assert "top-1 agreement (%)" in by_key(report, "accuracy_jetson-xavier-nx_256").cells.columns
+    convert = by_key(report, "convert_jetson-xavier-nx_256")
+    assert convert.values.loc["FP32", "resnet50"] == pytest.approx(19.9)
+    assert "Raw" not in convert.cells.index
+
+
+def test_repeats_newest_by_default_or_the_median(seed_store):
+    runs = load_runs(Selection(devices=("xavier",), models=("resnet18",), precisions=("fp16",)), seed_store)
+    assert len(runs) == 3
+    assert aggregate(runs)["latency_ms_median"].tolist() == [2.1]
+    median = aggregate(runs, "median")
+    assert median["latency_ms_median"].tolist() == [2.3] and median["repeats"].tolist() == [3]
+    history = series(runs, "Jetson Xavier NX", "resnet18", "torch2trt", "fp16", S256)
+    assert history["latency_ms_median"].tolist() == [2.5, 2.3, 2.1]  # oldest first
+    latencies = load_latencies(history["run_id"].iloc[-1], seed_store)
+    assert latencies.tolist() == pytest.approx([2.1 * 0.97, 2.1, 2.1 * 1.05], rel=1e-5)
+
+
+def test_filters_narrow_the_selection(seed_store):
+    runs = load_runs(Selection(devices=("NANO",), precisions=("int8",)), seed_store)
+    assert set(runs["device"]) == {"Jetson Nano Developer Kit"} and set(runs["status"]) == {SKIPPED}
+    seg = load_runs(Selection(inputs=("512",), backends=("pytorch",)), seed_store)
+    assert sorted(seg["model"]) == sorted(SEG)
+    points = aggregate(load_runs(Selection(devices=("xavier-01",)), seed_store))
+    assert blog_table(points, "Jetson Xavier NX", S256).cells.loc["FP16", "resnet18"] == "2.1"
+    one_backend = cross_device_table(aggregate(load_runs(Selection(), seed_store)), "fp16", S256, backend="torch2trt")
+    assert len(one_backend.cells) == 3
+
+
+def test_formats(report):
+    markdown, html, csv = report.render("markdown"), report.render("html"), report.render("csv")
+    assert "| Raw | 11 | 12 | 16 |" in markdown and "— [1]" in markdown
+    assert "<table" in html and "Jetson Xavier NX" in html and html.rstrip().endswith("</html>")
+    text = report.render("text")
+    assert "52 run(s) -> 50 point(s): 46 ok, 3 skipped, 1 failed; repeated points: newest run." in text
+    csv_table = by_key(report, "latency_jetson-xavier-nx_256")
+    frame = pd.read_csv(io.StringIO(render([csv_table], "csv")), comment="#", index_col=0)
+    assert frame.loc["INT8", "resnet50"] == 3.0
+    assert "# Jetson Nano Developer Kit" in csv
+    # Aligned text: every body line of a table has the same width as its header.
+    lines = table_text(csv_table).splitlines()
+    assert len({len(line) for line in lines[2:7]}) == 1
+
+
+def test_rounding_keeps_two_or_three_significant_figures():
+    assert [sig(v) for v in (3.8, 3.0, 11.0, 200.0, 12.34, 0.1234, 1234.5, 9.996, 0.0)] == \
+        ["3.8", "3.0", "11", "200", "12.3", "0.123", "1230", "10", "0"]
+
+
+def test_report_folder_and_attach_need_one_sweep(seed_store, tmp_path):
+    with pytest.raises(ConfigError, match="exactly one sweep"):
+        build_report(Selection(), seed_store, attach_to_sweep=True)
+    built = build_report(Selection(devices=("nano",)), seed_store, folder=tmp_path / "out")
+    assert built.sweep_run_id is not None
+    names = {p.name for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    assert {"report.txt", "report.md", "report.html", "latency_jetson-nano-developer-kit_256.csv",
+            "latency_jetson-nano-developer-kit_256.png", "distribution_jetson-nano-developer-kit_256.png"} <= names
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--experiment", "nope"], "experiment 'nope' not found"),
+    (["--model", "resnet181"], "no runs match model=resnet181 (the selection has model: "),
+    (["--precision", "fp8"], "precision 'fp8' is not one of"),
+    (["--since", "last tuesday"], "time 'last tuesday'"),
+    (["--sweep", "0" * 32], "no such run"),
+])
+def test_bad_input_is_one_line_and_exit_2(seed_store, capsys, args, message):
+    assert main(["--tracking-uri", seed_store, *args]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+
+
+def test_unreachable_or_missing_store_is_one_line(tmp_path, capsys):
+    for uri, message in ((f"http://127.0.0.1:{_closed_port()}", "cannot be reached"),
+                         (f"sqlite:///{tmp_path / 'none.db'}", "no MLflow database"),
+                         (f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}", "does not exist")):
+        assert main(["--tracking-uri", uri]) == 2
+        _, err = capsys.readouterr()
+        assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_empty_store_and_empty_time_range(seed_store, tmp_path, capsys):
+    assert main(["--tracking-uri", seed_store, "--until", "2001-01-01"]) == 2
+    assert "no grid-point runs in experiment 'trt-bench', until 2001-01-01" in capsys.readouterr().err
+    Tracker(TrackingConfig(uri=f"sqlite:///{tmp_path / 'empty.db'}"))  # the experiment, no runs
+    assert main(["--tracking-uri", f"sqlite:///{tmp_path / 'empty.db'}", "--latest"]) == 2
+    assert "has no sweep" in capsys.readouterr().err
