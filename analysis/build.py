@@ -15,7 +15,7 @@ import pandas as pd
 
 from analysis.plots import write_plots
 from analysis.render import EXTENSIONS, render, table_csv
-from analysis.select import OK, Selection, aggregate, connect, load_runs, resolve_uri
+from analysis.select import OK, Selection, aggregate, connect, load_runs, redact, resolve_uri
 from analysis.tables import PRECISION_LABELS, Table, cross_device_tables, device_tables
 from bench.errors import ConfigError
 
@@ -54,7 +54,7 @@ def _header(runs: pd.DataFrame, points: pd.DataFrame, uri: str, selection: Selec
         (f" and {singles} single run(s)" if singles else "")
     first, last = runs["start_time"].min(), runs["start_time"].max()
     lines = [
-        f"Store {uri}, experiment {selection.experiment!r}, {where}; runs from {first:%Y-%m-%d %H:%M} "
+        f"Store {redact(uri)}, experiment {selection.experiment!r}, {where}; runs from {first:%Y-%m-%d %H:%M} "
         f"to {last:%Y-%m-%d %H:%M} UTC.",
         f"{len(runs)} run(s) -> {len(points)} point(s): {status}; repeated points: {repeats}"
         + (" (median of ok runs)" if repeats == "median" else " run") + ".",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import tempfile
+import urllib.parse
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -86,6 +87,14 @@ def resolve_uri(uri: str | None = None) -> str:
     return tracking_uri(TrackingConfig(uri=uri))
 
 
+def redact(uri: str) -> str:
+    """The URI as it may be shown in a report or an error: any user:password replaced by ***."""
+    parts = urllib.parse.urlsplit(uri)
+    if not (parts.username or parts.password):
+        return uri
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"***@{parts.netloc.rsplit('@', 1)[1]}"))
+
+
 def connect(uri: str | None = None) -> tuple[MlflowClient, str]:
     """A client for an existing store; never creates an empty SQLite database by mistake."""
     uri = resolve_uri(uri)
@@ -114,10 +123,10 @@ def experiment_id(client: MlflowClient, name: str, uri: str) -> str:
     try:
         experiment = client.get_experiment_by_name(name)
     except MlflowException as exc:
-        raise ConfigError(f"tracking URI {uri} cannot be read: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"tracking URI {redact(uri)} cannot be read: {str(exc).splitlines()[0]}") from None
     if experiment is None:
         known = sorted(e.name for e in client.search_experiments())
-        raise ConfigError(f"experiment {name!r} not found in {uri} (experiments there: {', '.join(known) or 'none'})")
+        raise ConfigError(f"experiment {name!r} not found in {redact(uri)} (experiments there: {', '.join(known) or 'none'})")
     return experiment.experiment_id
 
 
@@ -251,9 +260,9 @@ def load_runs(selection: Selection = Selection(), uri: str | None = None) -> pd.
             where += f", {'since' if op == '>=' else 'until'} {bound}"
     frame = tidy(_search(client, exp_id, " and ".join(clauses)))
     if frame.empty:
-        raise ConfigError(f"no grid-point runs in {where} at {uri}")
+        raise ConfigError(f"no grid-point runs in {where} at {redact(uri)}")
     frame = apply_filters(frame, selection)
-    log.info("%d run(s) selected from %s at %s", len(frame), where, uri)
+    log.info("%d run(s) selected from %s at %s", len(frame), where, redact(uri))
     return frame
 
 

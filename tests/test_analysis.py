@@ -12,6 +12,7 @@ import pytest
 from analysis import (Selection, aggregate, blog_table, build_report, cross_device_table, load_latencies, load_runs,
                       series)
 from analysis.render import render, table_markdown, table_text
+from analysis.select import redact
 from analysis.report import main
 from analysis.tables import sig
 from bench.config import TrackingConfig
@@ -220,6 +221,11 @@ def test_formats(report):
     # Aligned text: every body line of a table has the same width as its header.
     lines = table_text(csv_table).splitlines()
     assert len({len(line) for line in lines[2:7]}) == 1
+
+
+def test_credentials_in_a_uri_are_never_shown():
+    assert redact("https://ann:s3cret@mlflow.example:5000/x") == "https://***@mlflow.example:5000/x"
+    assert redact("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
 
 
 def test_rounding_keeps_two_or_three_significant_figures():
