@@ -164,6 +164,8 @@ def measure_point(cfg: Config, backend_cfg: DictConfig) -> PointResult:
     if target.is_cuda:
         metrics["peak_cuda_mem_mb"] = torch.cuda.max_memory_allocated(target.device) / 2**20
     params["timing.method"] = measured.method
+    params["torch.cudnn_allow_tf32"] = str(torch.backends.cudnn.allow_tf32)
+    params["torch.float32_matmul_precision"] = torch.get_float32_matmul_precision()
     params["timing.latency"] = "host latency incl. H2D/D2H copies" if cfg.timing.include_copies and target.is_cuda \
         else "device compute per call, input resident"
     return PointResult(status=OK, metrics=metrics, params=params, latencies_ms=measured.latencies_ms.tolist(),

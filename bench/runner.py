@@ -93,8 +93,13 @@ def point_params(cfg: Config, backend_dict: dict, target_device: str) -> dict[st
 
 
 def run_in_child(cfg_dict: dict, backend_dict: dict) -> PointResult:
-    """Measure in a fresh process: a segfault or abort becomes a failed result, not a dead sweep."""
-    context = multiprocessing.get_context("spawn")
+    """Measure in a fresh process: a segfault or abort becomes a failed result, not a dead sweep.
+
+    Points are forked from a forkserver that has imported torch once (and never touched CUDA),
+    so each point starts clean without paying the interpreter and torch start-up again.
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["bench.point", "torchvision"])
     receiver, sender = context.Pipe(duplex=False)
     process = context.Process(target=child_main, args=(cfg_dict, backend_dict, sender), name="bench-point")
     process.start()

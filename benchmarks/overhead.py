@@ -48,12 +48,13 @@ def main() -> int:
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--iters", type=int, default=100, help="timed calls per round and per loop")
     parser.add_argument("--tolerance", type=float, default=0.02)
     args = parser.parse_args()
 
     target: Target = resolve_target(args.device)
+    torch.backends.cudnn.benchmark = True  # as the suite runs
     model = build_model(ModelConfig(name=args.model), args.size, args.size, target.device, seed=0)
     x = torch.randn(1, 3, args.size, args.size, device=target.device)
     converted = PytorchBackend(PytorchConfig()).convert(ConversionRequest(
@@ -64,9 +65,12 @@ def main() -> int:
     suite: list[float] = []
     with torch.inference_mode():
         bare_loop(model, x, args.iters)  # warm-up for both
-        for _ in range(args.rounds):
-            bare += bare_loop(model, x, args.iters)
-            suite += measure(lambda: converted.run(x), cfg, 1, target.device).latencies_ms.tolist()
+        for round_ in range(args.rounds):  # alternate which loop goes first
+            for loop in (("bare", "suite") if round_ % 2 == 0 else ("suite", "bare")):
+                if loop == "bare":
+                    bare += bare_loop(model, x, args.iters)
+                else:
+                    suite += measure(lambda: converted.run(x), cfg, 1, target.device).latencies_ms.tolist()
     bare_median, suite_median = float(np.median(bare)), float(np.median(suite))
     ratio = suite_median / bare_median
     method = "CUDA events, sync per call" if target.is_cuda else "perf_counter_ns"

@@ -9,8 +9,7 @@ from pathlib import Path
 from conftest import ROOT, SMALL, runs
 
 
-def _spawned_children(pid: int) -> list[int]:
-    """Point processes started by ``pid`` (multiprocessing spawn children)."""
+def _children(pid: int) -> list[tuple[int, str]]:
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -20,10 +19,15 @@ def _spawned_children(pid: int) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
         except OSError:
             continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == pid and "spawn_main" in cmdline:
-            found.append(int(entry.name))
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append((int(entry.name), cmdline))
     return found
+
+
+def _point_processes(pid: int) -> list[int]:
+    """Point processes of run.py ``pid``: children of its multiprocessing forkserver."""
+    servers = [child for child, cmdline in _children(pid) if "forkserver" in cmdline]
+    return [point for server in servers for point, _ in _children(server)]
 
 
 def test_a_crashing_point_is_recorded_as_failed_and_the_sweep_goes_on(tmp_path, cache_dir):
@@ -35,9 +39,9 @@ def test_a_crashing_point_is_recorded_as_failed_and_the_sweep_goes_on(tmp_path, 
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     deadline = time.time() + 120
-    while time.time() < deadline and not _spawned_children(proc.pid):
+    while time.time() < deadline and not _point_processes(proc.pid):
         time.sleep(0.5)
-    children = _spawned_children(proc.pid)
+    children = _point_processes(proc.pid)
     assert children, "the point's child process never started"
     time.sleep(8)  # let it reach the timing loop
     os.kill(children[0], signal.SIGSEGV)
