@@ -20,7 +20,7 @@ from bench.config import PRECISIONS, Config, register_configs
 from bench.errors import ConfigError
 from bench.models import check_weights, model_spec
 from bench.point import FAILED, OK, SKIPPED, PointResult, child_main, failed, input_shape, measure_point, resolve_target
-from bench.tracking import Tracker
+from bench.tracking import Tracker, point_key
 
 log = logging.getLogger(__name__)
 
@@ -128,14 +128,15 @@ def run_point(cfg: DictConfig, sweep_dir: str | None = None) -> PointResult:
         else OmegaConf.to_container(cfg.backend, resolve=True)
     name = point_name(cfg, backend_dict["name"] if backend else cfg.backend.name)
     tags = {**fingerprint.collect(target.device), **fingerprint.suite_commit()}
-    parent_id = None
+    sweep = None
     if sweep_dir:
         sweep_path = Path(sweep_dir).resolve()
         sweep_id = digest(sweep_path)
         tags["bench.sweep_id"] = sweep_id
-        parent_id = tracker.parent_run(sweep_id, sweep_path, tags)
+        sweep = tracker.open_sweep(sweep_id, sweep_path, tags)
 
     cfg_dict = OmegaConf.to_container(cfg, resolve=True)
+    tags["bench.point_key"] = point_key(cfg_dict, tags)
     if reason:
         result = PointResult(status=SKIPPED, reason=reason)
     else:
@@ -147,12 +148,10 @@ def run_point(cfg: DictConfig, sweep_dir: str | None = None) -> PointResult:
                 result = measure_point(cfg, OmegaConf.structured(backend.cfg))
             except Exception as exc:  # noqa: BLE001 - a failing point is a recorded result
                 result = failed(exc)
-    run_id = tracker.record(name, point_params(cfg, backend_dict, str(target.device)), tags, result,
-                            OmegaConf.to_yaml(cfg_dict), parent_id)
-    if parent_id:
-        tracker.close_parent(parent_id)
+    where = tracker.save(name, point_params(cfg, backend_dict, str(target.device)), tags, result,
+                         OmegaConf.to_yaml(cfg_dict), sweep)
     log.info("%s: %s", name, summary(result))
-    log.info("recorded as MLflow run %s in %s", run_id, tracker.uri)
+    log.info("recorded %s", where)
     return result
 
 
