@@ -53,6 +53,7 @@ FIELDS = {
     "model": ("params", "model"),
     "task": ("params", "model.task"),
     "backend": ("params", "backend"),
+    "backend_variant": ("params", "backend.variant"),
     "backend_requested": ("params", "backend.requested"),
     "precision": ("params", "precision"),
     "input_shape": ("params", "input.shape"),
@@ -195,6 +196,8 @@ def tidy(runs: list) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=None if rows else ["run_id", "run_name", "start_time", "mlflow_status",
                                                             *FIELDS, *METRICS])
     frame["device"] = frame["device"].where(frame["device"] != "", frame["device_name"])
+    # Options that change what is measured (CUDA graphs, max-autotune, ...) make their own point.
+    frame["backend"] = frame["backend_variant"].where(frame["backend_variant"] != "", frame["backend"])
     frame["input"] = frame["input_shape"].map(input_label)
     return frame.sort_values("start_time", ascending=False, kind="stable").reset_index(drop=True)
 

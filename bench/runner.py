@@ -58,14 +58,17 @@ def validate(cfg: Config) -> None:
 
 
 def point_name(cfg: Config, backend: str) -> str:
-    """``resnet18/int8/onnxruntime/256``; non-square inputs as ``256x320``, batches as ``/b8``."""
+    """``resnet18/int8/onnxruntime/256``, named by backend variant (``inductor+cudagraphs``).
+
+    Non-square inputs read ``256x320``, batches ``/b8``.
+    """
     _, _, height, width = input_shape(cfg)
     size = f"{height}" if height == width else f"{height}x{width}"
     batch = f"/b{cfg.input.batch_size}" if cfg.input.batch_size > 1 else ""
     return f"{cfg.model.name}/{cfg.precision.name}/{backend}/{size}{batch}"
 
 
-def point_params(cfg: Config, backend_dict: dict, target_device: str) -> dict[str, str]:
+def point_params(cfg: Config, backend_dict: dict, variant: str, target_device: str) -> dict[str, str]:
     batch, _, height, width = input_shape(cfg)
     params = {
         "model": cfg.model.name,
@@ -73,6 +76,7 @@ def point_params(cfg: Config, backend_dict: dict, target_device: str) -> dict[st
         "model.weights": cfg.model.weights,
         "backend": backend_dict["name"],
         "backend.requested": cfg.backend.name,
+        "backend.variant": variant,
         "precision": cfg.precision.name,
         "input.height": height,
         "input.width": width,
@@ -126,7 +130,8 @@ def run_point(cfg: DictConfig, sweep_dir: str | None = None) -> PointResult:
     tracker = Tracker(cfg.tracking)
     backend_dict = OmegaConf.to_container(OmegaConf.structured(backend.cfg), resolve=True) if backend \
         else OmegaConf.to_container(cfg.backend, resolve=True)
-    name = point_name(cfg, backend_dict["name"] if backend else cfg.backend.name)
+    variant = backend.variant() if backend else cfg.backend.name
+    name = point_name(cfg, variant)
     tags = {**fingerprint.collect(target.device), **fingerprint.suite_commit()}
     sweep = None
     if sweep_dir:
@@ -148,7 +153,7 @@ def run_point(cfg: DictConfig, sweep_dir: str | None = None) -> PointResult:
                 result = measure_point(cfg, OmegaConf.structured(backend.cfg))
             except Exception as exc:  # noqa: BLE001 - a failing point is a recorded result
                 result = failed(exc)
-    where = tracker.save(name, point_params(cfg, backend_dict, str(target.device)), tags, result,
+    where = tracker.save(name, point_params(cfg, backend_dict, variant, str(target.device)), tags, result,
                          OmegaConf.to_yaml(cfg_dict), sweep)
     log.info("%s: %s", name, summary(result))
     log.info("recorded %s", where)

@@ -77,6 +77,10 @@ class Backend(ABC):
         missing = [module for module in cls.requires if importlib.util.find_spec(module) is None]
         return f"{', '.join(missing)} not installed" if missing else None
 
+    def variant(self) -> str:
+        """The backend's name plus the options that change what is measured (e.g. CUDA graphs)."""
+        return self.name
+
     def check_options(self) -> None:
         """Raise ConfigError for a bad backend option, before any work starts."""
 

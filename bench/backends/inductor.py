@@ -43,6 +43,10 @@ class InductorBackend(Backend):
         if self.cfg.mode not in MODES:
             raise ConfigError(f"backend.mode={self.cfg.mode!r} is not one of: {', '.join(MODES)}")
 
+    def variant(self) -> str:
+        mode = "" if self.cfg.mode == "default" else f"/{self.cfg.mode}"
+        return f"inductor{mode}{'+cudagraphs' if self.cfg.cuda_graphs else ''}{'+channels_last' if self.cfg.channels_last else ''}"
+
     def compile_mode(self, target: Target) -> str:
         return COMPILE_MODES[(self.cfg.mode, bool(self.cfg.cuda_graphs and target.is_cuda))]
 

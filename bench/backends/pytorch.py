@@ -27,6 +27,9 @@ class PytorchBackend(Backend):
             return f"bf16 needs compute capability >= 8.0 (this GPU: {target.compute_capability})"
         return None
 
+    def variant(self) -> str:
+        return "pytorch+channels_last" if self.cfg.channels_last else "pytorch"
+
     def convert(self, request: ConversionRequest) -> Converted:
         model, dtype = float_model(request.model, request.precision, self.cfg.channels_last)
 
