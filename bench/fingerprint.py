@@ -107,13 +107,19 @@ def collect(device: torch.device) -> dict[str, str]:
 
 
 def suite_commit() -> dict[str, str]:
-    """The suite's git commit (and whether the tree had local changes) when run from a checkout."""
+    """The suite's git commit (and whether the tree had local changes) when run from a checkout.
+
+    Outside a checkout (a copied tree, an sdist) the commit is "unknown" unless $BENCH_COMMIT
+    names it, e.g. when a CI job copies the suite to a device.
+    """
     root = Path(__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                timeout=10).stdout.strip()
+        head = subprocess.run(["git", "rev-parse", "--verify", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+                               capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
-        return {"bench.commit": "unknown"}
-    return {"bench.commit": commit or "unknown", "bench.commit_dirty": str(bool(dirty)).lower()}
+        head = dirty = None
+    if head is None or head.returncode != 0 or dirty.returncode != 0:
+        return {"bench.commit": os.environ.get("BENCH_COMMIT") or "unknown"}
+    return {"bench.commit": head.stdout.strip(), "bench.commit_dirty": str(bool(dirty.stdout.strip())).lower()}

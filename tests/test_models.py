@@ -1,3 +1,9 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -34,3 +40,22 @@ def test_each_point_builds_a_fresh_model():
     assert torch.equal(a.conv1.weight, b.conv1.weight)  # same seed, same weights
     a.half()
     assert next(b.parameters()).dtype == torch.float32
+
+
+def test_suite_commit_outside_a_checkout_is_unknown_or_named(tmp_path, monkeypatch):
+    import shutil
+
+    from bench import fingerprint
+
+    copy = tmp_path / "bench"
+    shutil.copytree(Path(fingerprint.__file__).parent, copy)
+    script = "import json, bench.fingerprint as f; print(json.dumps(f.suite_commit()))"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "GIT_CEILING_DIRECTORIES": str(tmp_path.parent)}
+    env.pop("BENCH_COMMIT", None)
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert json.loads(out.stdout) == {"bench.commit": "unknown"}
+    env["BENCH_COMMIT"] = "abc1234"
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert json.loads(out.stdout) == {"bench.commit": "abc1234"}
+    here = fingerprint.suite_commit()
+    assert len(here["bench.commit"]) == 40 and here["bench.commit_dirty"] in {"true", "false"}
