@@ -1,4 +1,4 @@
-"""One grid point end to end: validate -> resolve backend -> measure (child process) -> record.
+"""One grid point end to end: validate -> resolve backend -> skip if this sweep has it -> measure -> record.
 
 Hydra calls ``run_point`` once per point; a sweep's points share one MLflow parent run found
 through the sweep directory, so nothing depends on Hydra's end-of-sweep callback (it is not
@@ -142,6 +142,10 @@ def run_point(cfg: DictConfig, sweep_dir: str | None = None) -> PointResult:
 
     cfg_dict = OmegaConf.to_container(cfg, resolve=True)
     tags["bench.point_key"] = point_key(cfg_dict, tags)
+    recorded = tracker.recorded_point(sweep, tags["bench.point_key"]) if sweep else None
+    if recorded:  # resume: a re-run sweep measures only what it has not recorded yet
+        log.info("%s: already recorded in this sweep (%s, %s); skipped", name, recorded.where, recorded.status)
+        return PointResult(status=recorded.status, reason=f"already recorded in this sweep as {recorded.where}")
     if reason:
         result = PointResult(status=SKIPPED, reason=reason)
     else:

@@ -1,4 +1,4 @@
-"""Everything MLflow: where the store is, sweep parent runs, one run per grid point, and the spool.
+"""Everything MLflow: where the store is, sweep parent runs, one run per grid point, resume, and the spool.
 
 It uses ``MlflowClient`` with explicit run ids rather than ``mlflow.start_run``, so no run is
 left "active" in process-global state and parallel launchers cannot cross their runs.
@@ -134,6 +134,13 @@ class Sweep:
     ref: SweepRef
     lock_dir: Path  # parallel jobs of one sweep agree on one parent run under a lock here
     parent_id: str | None = None
+
+
+@dataclass
+class Recorded:
+    """A point already recorded in its sweep, which a resumed sweep skips."""
+    where: str  # "MLflow run <id>" or "spool entry <path>"
+    status: str  # its bench.status: ok, skipped or failed
 
 
 class Tracker:
@@ -304,6 +311,44 @@ class Tracker:
             self.client.log_text(run_id, text, file_name)
         self.client.set_terminated(run_id, point.run_status, end_time=point.time_ms)
         return run_id
+
+    def recorded_point(self, sweep: Sweep, key: str) -> Recorded | None:
+        """The point's complete record in this sweep (tag ``bench.point_key``), so a re-run sweep skips it.
+
+        Complete: a run terminated FINISHED/FAILED with a ``bench.status``, or a spool entry (written all
+        or nothing). A run of the point cut off while it was recorded (kill -9) stays RUNNING: it is
+        deleted here, never taken for finished, and the point is measured again. When a point is
+        skipped, the sweep's parent run is closed again, as after a recorded point.
+        """
+        sweep_id = sweep.ref.sweep_id
+        if self.spool is not None:
+            for entry in self.spool.entries():
+                point = self.spool.load(entry)
+                if point.sweep and point.sweep.sweep_id == sweep_id and point.tags.get("bench.point_key") == key:
+                    return Recorded(f"spool entry {entry}", point.tags.get("bench.status", ""))
+        if not self.online:
+            return None
+        try:
+            with bounded_http(self.timeout_s, self.retries):
+                existing = self.client.search_runs(
+                    [self.experiment_id], f"tags.`bench.sweep_id` = '{sweep_id}' and tags.`bench.point_key` = "
+                                          f"'{key}' and tags.`bench.role` = '{CHILD}'")
+                for run in existing:
+                    status = run.data.tags.get("bench.status")
+                    if run.info.status in COMPLETE and status in (OK, SKIPPED, FAILED):
+                        if sweep.parent_id:
+                            self.close_parent(sweep.parent_id)
+                        return Recorded(f"MLflow run {run.info.run_id}", status)
+                for partial in existing:
+                    log.info("deleting run %s (%s): cut off while it was recorded; measuring the point again",
+                             partial.info.run_id, partial.info.run_name)
+                    self.client.delete_run(partial.info.run_id)
+        except SERVER_ERRORS as exc:
+            if self.spool is None:
+                raise
+            log.warning("cannot ask %s whether this point is already recorded (%s); measuring it", self.uri,
+                        error_line(exc))
+        return None
 
     def upload_once(self, point: PointRecord, parent_id: str | None) -> tuple[str, bool]:
         """The point's run, uploaded unless a complete run with its ``bench.point_id`` is already there;
