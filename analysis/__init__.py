@@ -4,15 +4,18 @@
     runs = load_runs(Selection(sweep="latest"))      # one row per run
     points = aggregate(runs)                         # one row per point (newest run)
     print(blog_table(points, "Jetson Xavier NX", "1x3x256x256").cells)
+    print(check_regressions(Selection(kind="nightly")).render())   # newest nightly vs the previous ones
 """
 from analysis.build import Report, build_report
+from analysis.regress import RegressionCheck, Rules, check_regressions, latency_verdict
 from analysis.select import (SERIES_KEYS, Selection, aggregate, load_latencies, load_runs, parse_when, series,
                              tidy)
 from analysis.tables import (Table, accuracy_table, blog_table, conversion_table, cross_device_table,
                              cross_device_tables, device_tables, raw_baseline, speedup_table)
 
 __all__ = [
-    "SERIES_KEYS", "Report", "Selection", "Table", "accuracy_table", "aggregate", "blog_table", "build_report",
-    "conversion_table", "cross_device_table", "cross_device_tables", "device_tables", "load_latencies", "load_runs",
-    "parse_when", "raw_baseline", "series", "speedup_table", "tidy",
+    "SERIES_KEYS", "RegressionCheck", "Report", "Rules", "Selection", "Table", "accuracy_table", "aggregate",
+    "blog_table", "build_report", "check_regressions", "conversion_table", "cross_device_table",
+    "cross_device_tables", "device_tables", "latency_verdict", "load_latencies", "load_runs", "parse_when",
+    "raw_baseline", "series", "speedup_table", "tidy",
 ]
