@@ -21,6 +21,7 @@ from bench import accuracy, calibration, timing
 from bench.backends import BACKENDS
 from bench.backends.base import ConversionRequest, Converted, Target, digest
 from bench.config import Config
+from bench.errors import ConfigError
 from bench.models import build_model, model_spec
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,6 @@ class PointResult:
 
 def resolve_target(device: str) -> Target:
     """``auto`` -> the first CUDA device if torch sees one, else the CPU."""
-    from bench.errors import ConfigError
-
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
