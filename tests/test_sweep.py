@@ -74,7 +74,17 @@ def test_compose_api_points_of_one_sweep_share_a_parent(make_cfg, store, tmp_pat
     assert len(parent) == 1 and len(children) == 2
     fp16 = next(c for c in children if c.data.params["precision"] == "fp16")
     assert fp16.data.params["backend.requested"] == "auto"
-    assert fp16.data.params["backend"] in {"inductor", "pytorch"}
+    assert fp16.data.params["backend"] == "inductor"  # onnxruntime has no fp16 on the CPU provider
+
+
+def test_inductor_compiles_into_the_suite_cache_and_reports_a_hit_the_second_time(make_cfg, cache_dir):
+    from bench.runner import run_point
+
+    results = [run_point(make_cfg("backend=inductor", "precision=fp32", "raw_baseline=false")) for _ in range(2)]
+    assert [r.status for r in results] == ["ok", "ok"], [r.reason for r in results]
+    assert results[0].params["backend.cache_dir"] == str(cache_dir / "inductor")
+    assert any((cache_dir / "inductor").rglob("*.py")), "no compiled code in the suite's cache"
+    assert results[1].metrics["convert_cache_hit"] == 1.0
 
 
 def test_a_single_run_is_a_run_of_its_own(tmp_path, cache_dir):

@@ -60,7 +60,9 @@ class InductorBackend(Backend):
         return None
 
     def convert(self, request: ConversionRequest) -> Converted:
-        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(request.cache_dir / "inductor"))
+        # Set, not setdefault: importing torch already fills in a /tmp default. The point runs in
+        # its own process, so this reaches nothing else; cache_dir is the user's knob.
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(request.cache_dir / "inductor")
         from torch._dynamo.utils import counters
 
         mode = self.compile_mode(request.target)
