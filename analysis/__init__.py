@@ -7,11 +7,23 @@
     print(check_regressions(Selection(kind="nightly")).render())   # newest nightly vs the previous ones
 """
 from analysis.build import Report, build_report
-from analysis.regress import RegressionCheck, Rules, check_regressions, latency_verdict
 from analysis.select import (SERIES_KEYS, Selection, aggregate, load_latencies, load_runs, parse_when, series,
                              tidy)
 from analysis.tables import (Table, accuracy_table, blog_table, conversion_table, cross_device_table,
                              cross_device_tables, device_tables, raw_baseline, speedup_table)
+
+# The regression API is imported on first use, so `python -m analysis.regress` does not find its own
+# module already imported by the package (runpy warns about that).
+_REGRESS = ("RegressionCheck", "Rules", "check_regressions", "latency_verdict")
+
+
+def __getattr__(name: str):
+    if name in _REGRESS:
+        from analysis import regress
+
+        return getattr(regress, name)
+    raise AttributeError(f"module 'analysis' has no attribute {name!r}")
+
 
 __all__ = [
     "SERIES_KEYS", "RegressionCheck", "Report", "Rules", "Selection", "Table", "accuracy_table", "aggregate",

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from analysis.cli import add_store_and_filters
 from analysis.render import table_markdown, table_text
 from analysis.select import (FAILED, OK, SERIES_KEYS, SKIPPED, UNFINISHED, Selection, connect, experiment_id,
                              input_label, load_latencies, load_runs, redact, sweep_parent)
@@ -477,10 +478,6 @@ def write_plots(result: RegressionCheck, folder: Path) -> list[Path]:
     return [plot_history(f, result.rules, folder / f"{slug(f.label)}_{slug(f.metric)}.png") for f in flagged]
 
 
-def _csv(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
 def _percent(text: str) -> float:
     try:
         return float(text.strip().removesuffix("%")) / 100
@@ -529,17 +526,11 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     s = p.add_argument_group("selection (list options take a,b,c or repeat)")
-    s.add_argument("--tracking-uri", metavar="URI",
-                   help="MLflow store (default as run.py: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
-    s.add_argument("--experiment", default="trt-bench", metavar="NAME", help="MLflow experiment (default: %(default)s)")
+    add_store_and_filters(s, backend_help="resolved backend")
     s.add_argument("--kind", default="nightly", help="bench.kind of the sweeps compared (default: %(default)s)")
     s.add_argument("--sweep", metavar="RUN_ID", help="the nightly to judge (its parent run id); default: the newest "
                                                      "nightly of each device")
     s.add_argument("--since", metavar="WHEN", help="only history since WHEN: 2024-05-01, 30d, 8w")
-    for name, what in (("device", "part of the device name (e.g. xavier) or a host name"), ("model", "model name"),
-                       ("backend", "resolved backend"), ("precision", "fp32, fp16, bf16, int8"),
-                       ("input", "input size: 256, 256x320 or 1x3x256x256")):
-        s.add_argument(f"--{name}", type=_csv, action="extend", default=[], metavar="X", help=what)
     add_rule_arguments(p)
     o = p.add_argument_group("output")
     o.add_argument("--format", choices=FORMATS, default="text", help="summary format (default: %(default)s)")

@@ -13,13 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from analysis.build import build_report
+from analysis.cli import add_store_and_filters, split_list
 from analysis.render import FORMATS
 from analysis.select import REPEATS, Selection
 from bench.errors import ConfigError
-
-
-def _csv(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -35,9 +32,7 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     s = p.add_argument_group("selection (list options take a,b,c or repeat)")
-    s.add_argument("--tracking-uri", metavar="URI",
-                   help="MLflow store (default as run.py: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
-    s.add_argument("--experiment", default="trt-bench", metavar="NAME", help="MLflow experiment (default: %(default)s)")
+    add_store_and_filters(s, backend_help="resolved backend, e.g. onnxruntime, torch2trt")
     one = s.add_mutually_exclusive_group()
     one.add_argument("--sweep", metavar="RUN_ID", help="only the points of this sweep (its parent run id)")
     one.add_argument("--latest", action="store_true", help="only the points of the newest sweep")
@@ -45,15 +40,11 @@ def parser() -> argparse.ArgumentParser:
                    help="runs started at or after WHEN: 2024-05-01, 2024-05-01T08:00, 12h, 7d")
     s.add_argument("--until", metavar="WHEN", help="runs started at or before WHEN (same forms)")
     s.add_argument("--kind", help="only runs of this bench.kind, e.g. sweep or nightly")
-    for name, what in (("device", "part of the device name (e.g. xavier) or a host name"),
-                       ("model", "model name"), ("backend", "resolved backend, e.g. onnxruntime, torch2trt"),
-                       ("precision", "fp32, fp16, bf16, int8"), ("input", "input size: 256, 256x320 or 1x3x256x256")):
-        s.add_argument(f"--{name}", type=_csv, action="extend", default=[], metavar="X", help=what)
     s.add_argument("--repeats", choices=REPEATS, default="newest",
                    help="a point measured more than once: its newest run, or the median of its ok runs "
                         "(default: %(default)s)")
     t = p.add_argument_group("cross-device tables (made when two or more devices are selected)")
-    t.add_argument("--cross-precision", type=_csv, action="extend", default=[], metavar="P",
+    t.add_argument("--cross-precision", type=split_list, action="extend", default=[], metavar="P",
                    help="only these: raw, fp32, fp16, bf16, int8 (default: all present)")
     t.add_argument("--cross-backend", metavar="NAME", help="only this backend (default: each device's backends)")
     o = p.add_argument_group("output")
