@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
 
 
 def split_list(text: str) -> list[str]:
@@ -19,3 +21,18 @@ def add_store_and_filters(group: argparse._ArgumentGroup, backend_help: str) -> 
                        ("backend", backend_help), ("precision", "fp32, fp16, bf16, int8"),
                        ("input", "input size: 256, 256x320 or 1x3x256x256")):
         group.add_argument(f"--{name}", type=split_list, action="extend", default=[], metavar="X", help=what)
+
+
+def filters(args: argparse.Namespace) -> dict[str, tuple[str, ...]]:
+    """The point filters of ``add_store_and_filters`` as ``Selection`` keyword arguments."""
+    return {"devices": tuple(args.device), "models": tuple(args.model), "backends": tuple(args.backend),
+            "precisions": tuple(args.precision), "inputs": tuple(args.input)}
+
+
+def add_verbose(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.cli import add_store_and_filters
+from analysis.cli import add_store_and_filters, add_verbose, filters, setup_logging
 from analysis.render import table_markdown, table_text
 from analysis.select import (FAILED, OK, SERIES_KEYS, SKIPPED, UNFINISHED, Selection, connect, experiment_id,
                              input_label, load_latencies, load_runs, redact, sweep_parent)
@@ -535,17 +535,14 @@ def parser() -> argparse.ArgumentParser:
     o = p.add_argument_group("output")
     o.add_argument("--format", choices=FORMATS, default="text", help="summary format (default: %(default)s)")
     o.add_argument("--plots", type=Path, metavar="DIR", help="write a history plot per flagged series into DIR")
-    o.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    add_verbose(o)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
-    selection = Selection(experiment=args.experiment, since=args.since, devices=tuple(args.device),
-                          models=tuple(args.model), backends=tuple(args.backend), precisions=tuple(args.precision),
-                          inputs=tuple(args.input), kind=args.kind)
+    setup_logging(args.verbose)
+    selection = Selection(experiment=args.experiment, since=args.since, kind=args.kind, **filters(args))
     try:
         result = check_regressions(selection, args.tracking_uri, rules_from(args), args.sweep)
         plots = write_plots(result, args.plots) if args.plots else []

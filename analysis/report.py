@@ -7,13 +7,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from analysis.build import build_report
-from analysis.cli import add_store_and_filters, split_list
+from analysis.cli import add_store_and_filters, add_verbose, filters, setup_logging, split_list
 from analysis.render import FORMATS
 from analysis.select import REPEATS, Selection
 from bench.errors import ConfigError
@@ -54,18 +53,15 @@ def parser() -> argparse.ArgumentParser:
     o.add_argument("--no-plots", action="store_true", help="write no PNGs")
     o.add_argument("--attach", action="store_true",
                    help="log the report (tables and plots) as artifacts report/ of the sweep's parent run")
-    o.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    add_verbose(o)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(args.verbose)
     selection = Selection(experiment=args.experiment, sweep="latest" if args.latest else args.sweep,
-                          since=args.since, until=args.until, devices=tuple(args.device), models=tuple(args.model),
-                          backends=tuple(args.backend), precisions=tuple(args.precision), inputs=tuple(args.input),
-                          kind=args.kind)
+                          since=args.since, until=args.until, kind=args.kind, **filters(args))
     try:
         report = build_report(selection, args.tracking_uri, args.repeats, args.cross_precision, args.cross_backend,
                               args.out, plots=not args.no_plots, attach_to_sweep=args.attach)

@@ -6,6 +6,7 @@ This runs in a child process by default (see bench.runner), so it returns a plai
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import resource
 import sys
@@ -113,7 +114,7 @@ def measure_point(cfg: Config, backend_cfg: DictConfig) -> PointResult:
     if cfg.raw_baseline and not is_raw_point:
         log.info("timing the raw baseline (eager fp32)")
         with torch.inference_mode():
-            raw = timing.measure(lambda: model(inputs[0]), cfg.timing, shape[0], target.device)
+            raw = timing.measure(functools.partial(model, inputs[0]), cfg.timing, shape[0], target.device)
         log.info("raw baseline: median %.3f ms", raw.stats()["latency_ms_median"])
 
     backend = BACKENDS[backend_cfg.name](backend_cfg)

@@ -1,5 +1,5 @@
 """A real sweep through run.py -m and through the compose API, into a real MLflow store."""
-from conftest import ROOT, runs, run_cli
+from conftest import runs, run_cli
 
 LATENCY_METRICS = {"latency_ms_mean", "latency_ms_median", "latency_ms_std", "latency_ms_min", "latency_ms_max",
                    "latency_ms_p90", "latency_ms_p95", "latency_ms_p99", "iterations", "throughput_ips"}
