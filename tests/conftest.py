@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,26 @@ SMALL = ["model=resnet18", "input=64x64", "timing=quick", "accuracy.batches=2", 
 def cache_dir(tmp_path_factory) -> Path:
     """One conversion cache for the whole session, so ONNX exports are made once."""
     return tmp_path_factory.mktemp("bench-cache")
+
+
+@dataclass(frozen=True)
+class Sweep:
+    store: str
+    proc: subprocess.CompletedProcess
+
+
+@pytest.fixture(scope="session")
+def small_sweep(tmp_path_factory, cache_dir) -> Sweep:
+    """One real ``run.py -m`` sweep that several tests read (they must not add runs to its store).
+
+    resnet18 at 64x64: pytorch and onnxruntime x fp32 and int8, so three measured points and
+    one skipped (pytorch int8).
+    """
+    folder = tmp_path_factory.mktemp("small-sweep")
+    store = f"sqlite:///{folder / 'mlflow.db'}"
+    proc = run_cli("-m", *SMALL, "backend=pytorch,onnxruntime", "precision=fp32,int8", f"tracking.uri={store}",
+                   f"cache_dir={cache_dir}", f"hydra.sweep.dir={folder / 'sweep'}", cwd=folder)
+    return Sweep(store, proc)
 
 
 @pytest.fixture

@@ -7,18 +7,14 @@ import sys
 
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, run_cli
+from conftest import ROOT
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def test_report_of_a_real_cpu_sweep_renders_plots_and_attaches_to_the_parent(tmp_path, cache_dir):
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_report_of_a_real_cpu_sweep_renders_plots_and_attaches_to_the_parent(tmp_path, small_sweep):
+    store, sweep = small_sweep.store, small_sweep.proc
     # Three measured points (eager fp32 = Raw, ONNX Runtime fp32 and int8) and one skipped (pytorch int8).
-    sweep = run_cli("-m", "model=resnet18", "input=64x64", "timing=quick", "accuracy.batches=2",
-                    "calibration.num_batches=4", "backend=pytorch,onnxruntime", "precision=fp32,int8",
-                    f"tracking.uri={store}", f"cache_dir={cache_dir}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
-                    cwd=tmp_path)
     assert sweep.returncode == 0, sweep.stderr[-3000:]
 
     out = tmp_path / "report"

@@ -10,12 +10,8 @@ FINGERPRINT_TAGS = {"device.kind", "device.name", "device.label", "cpu.model", "
                     "sw.torch", "sw.torchvision", "sw.onnxruntime", "bench.commit", "bench.status"}
 
 
-def test_cli_sweep_records_a_parent_and_one_child_per_point(tmp_path, cache_dir):
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = run_cli("-m", "model=resnet18", "input=64x64", "timing=quick", "accuracy.batches=2",
-                   "calibration.num_batches=4", "backend=pytorch,onnxruntime", "precision=fp32,int8",
-                   f"tracking.uri={store}", f"cache_dir={cache_dir}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
-                   cwd=tmp_path)
+def test_cli_sweep_records_a_parent_and_one_child_per_point(small_sweep):
+    store, proc = small_sweep.store, small_sweep.proc
     assert proc.returncode == 0, proc.stderr[-3000:]
     all_runs = runs(store)
     parents = [r for r in all_runs if r.data.tags.get("bench.role") == "parent"]
