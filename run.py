@@ -2,7 +2,11 @@
 
     python run.py model=resnet18 precision=int8
     python run.py -m model=resnet18,resnet50 precision=fp16,int8
+
+Exit status: 0 every point ok or skipped, 1 some points failed, 2 bad input (nothing measured),
+128 + N stopped by signal N (130 Ctrl-C, 143 SIGTERM; running the command again finishes the sweep).
 """
+import os
 import sys
 
 import hydra
@@ -11,27 +15,54 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 
-def main() -> int:
-    # Imported here, not at the top: each point's child process re-imports this module, and
-    # it needs none of MLflow.
-    from bench.errors import ConfigError
-    from bench.runner import exit_code, register, run_point
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def task(cfg: DictConfig) -> int:
+    """One point (python run.py ...), or one job of another launcher's sweep (hydra/launcher=slurm).
 
-    register()
-    statuses: list[str] = []
+    With -m and the default launcher (hydra_plugins/trt_bench_launcher) the whole grid goes to the
+    controller at once and this is not called.
+    """
+    from pathlib import Path
 
-    @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-    def task(cfg: DictConfig) -> None:
-        hydra_cfg = HydraConfig.get()
-        sweep_dir = hydra_cfg.sweep.dir if hydra_cfg.mode == RunMode.MULTIRUN else None
+    from bench.controller import EXIT_BAD_INPUT, run_command_line, run_sweep
+    from bench.measure.errors import ConfigError
+    from bench.measure.protocol import digest
+    from bench.plan import make_grid
+
+    hydra_cfg = HydraConfig.get()
+    overrides = [list(hydra_cfg.overrides.task)]
+    if hydra_cfg.mode == RunMode.MULTIRUN:  # another launcher: this job is one point of the sweep in sweep.dir
+        folder = Path(hydra_cfg.sweep.dir).resolve()
         try:
-            statuses.append(run_point(cfg, sweep_dir).status)
+            return run_sweep(make_grid([cfg], overrides), True, pinned_sweep=digest(folder), lock_dir=folder).exit_code
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
-            sys.exit(2)
+            return EXIT_BAD_INPUT
+    code = run_command_line([cfg], overrides, multirun=False)
+    if code:
+        raise SystemExit(code)
+    return code
 
-    task()
-    return exit_code(statuses)
+
+def main() -> int:
+    from bench.config import register_configs
+    from bench.hydra_errors import one_line
+
+    register_configs()
+    full_traces = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra's own errors reach us whole, to be said in one line
+    try:
+        task()
+    except KeyboardInterrupt:
+        print("interrupted before any point was measured", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - Hydra's and OmegaConf's errors about the command line
+        line = one_line(exc)
+        if full_traces or line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":

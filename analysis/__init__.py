@@ -7,21 +7,21 @@
     print(check_regressions(Selection(kind="nightly")).render())   # newest nightly vs the previous ones
 """
 from analysis.build import Report, build_report
+from analysis.judge import RegressionCheck, Rules, latency_verdict
 from analysis.select import (SERIES_KEYS, Selection, aggregate, load_latencies, load_runs, parse_when, series,
                              tidy)
 from analysis.tables import (Table, accuracy_table, blog_table, conversion_table, cross_device_table,
                              cross_device_tables, device_tables, raw_baseline, speedup_table)
 
-# The regression API is imported on first use, so `python -m analysis.regress` does not find its own
-# module already imported by the package (runpy warns about that).
-_REGRESS = ("RegressionCheck", "Rules", "check_regressions", "latency_verdict")
 
 
+# check_regressions is imported on first use, so `python -m analysis.regress` does not find its own module
+# already imported by the package (runpy warns about that).
 def __getattr__(name: str):
-    if name in _REGRESS:
-        from analysis import regress
+    if name == "check_regressions":
+        from analysis.regress import check_regressions
 
-        return getattr(regress, name)
+        return check_regressions
     raise AttributeError(f"module 'analysis' has no attribute {name!r}")
 
 

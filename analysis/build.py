@@ -14,10 +14,12 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.plots import write_plots
-from analysis.render import EXTENSIONS, render, table_csv
-from analysis.select import OK, Selection, aggregate, connect, load_runs, redact, resolve_uri
+from analysis.render import EXTENSIONS, data_uri, render, table_csv, table_markdown, table_notes
+from analysis.select import Selection, aggregate, connect, load_runs, resolve_uri
 from analysis.tables import PRECISION_LABELS, Table, cross_device_tables, device_tables
-from bench.errors import ConfigError
+from bench.measure.errors import ConfigError
+from bench.record import DESCRIPTION, OK
+from bench.tracking import redact
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +40,26 @@ class Report:
     plots: list[Path] = field(default_factory=list)
 
     def render(self, fmt: str = "text") -> str:
-        """The whole report in one of ``FORMATS``; image links only where plots were written."""
+        """The whole report in one of ``FORMATS``; plots where they were written (embedded in HTML)."""
+        if fmt == "html":
+            return render(self.tables, fmt, self.header, [data_uri(p) for p in self.plots])
         return render(self.tables, fmt, self.header, self._plot_links())
 
     def _plot_links(self) -> list[str]:
         return [str(p.relative_to(self.folder)) for p in self.plots] if self.folder else []
+
+    def summary_markdown(self, limit: int = 7500) -> str:
+        """The sweep at a glance for its parent run's description: the blog tables and speed-ups in Markdown."""
+        wanted = [t for t in self.tables if t.key.startswith(("latency_", "speedup_", "throughput_"))]
+        parts = [" ".join(self.header), ""]
+        for table in wanted:
+            block = table_markdown(table)
+            if sum(map(len, parts)) + len(block) > limit - 200:
+                parts.append("(more tables in the attached report: report/report.html)")
+                break
+            parts.append(block)
+        parts.append("Full report (tables, plots): artifacts report/report.html")
+        return "\n".join(parts)
 
 
 def _header(runs: pd.DataFrame, points: pd.DataFrame, uri: str, selection: Selection, repeats: str,
@@ -79,6 +96,7 @@ def write(report: Report, folder: Path, plots: bool = True) -> Path:
     for table in report.tables:
         (folder / "tables").mkdir(exist_ok=True)
         (folder / "tables" / f"{table.key}.csv").write_text(table_csv(table), encoding="utf-8")
+        (folder / "tables" / f"{table.key}.notes.txt").write_text(table_notes(table), encoding="utf-8")
     for fmt in ("text", "markdown", "html"):
         (folder / f"report.{EXTENSIONS[fmt]}").write_text(report.render(fmt), encoding="utf-8")
     log.info("report written to %s", folder)
@@ -86,11 +104,13 @@ def write(report: Report, folder: Path, plots: bool = True) -> Path:
 
 
 def attach(report: Report, folder: Path) -> str:
-    """Log the written report folder as artifacts ``report/`` of the sweep's parent run."""
+    """Log the written report as artifacts ``report/`` of the sweep's parent run; its tables become the run's
+    description (what the MLflow UI shows first)."""
     if report.sweep_run_id is None:
         raise ConfigError(NEEDS_ONE_SWEEP)
     client, _ = connect(report.uri)
     client.log_artifacts(report.sweep_run_id, str(folder), artifact_path="report")
+    client.set_tag(report.sweep_run_id, DESCRIPTION, report.summary_markdown())
     log.info("report attached to parent run %s as artifacts report/", report.sweep_run_id)
     return report.sweep_run_id
 

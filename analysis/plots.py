@@ -15,10 +15,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from analysis.select import OK, input_label, load_latencies
+from analysis.judge import FASTER, SLOWER, ACCURACY, Finding, RegressionCheck, Rules
+from analysis.select import input_label, load_latencies
 from analysis.tables import (RAW, Table, blog_table, describe_input, find_point, is_raw, model_order, point_rows,
                              sig, slug, speedup_table)
-from bench.errors import ConfigError
+from bench.measure.errors import ConfigError
+from bench.record import OK
 
 log = logging.getLogger(__name__)
 
@@ -110,3 +112,33 @@ def write_plots(points: pd.DataFrame, folder: Path, uri: str | None = None) -> l
         if box is not None:
             written.append(box)
     return written
+
+
+def plot_history(finding: Finding, rules: Rules, path: Path) -> Path:
+    """The series' baseline nightlies, the band the check called noise, and the newest value."""
+    figure = Figure(figsize=(7, 3.6))
+    ax = figure.subplots()
+    times = [t for t, _ in finding.history]
+    ax.plot(times, [v for _, v in finding.history], "o-", color="tab:blue", label="baseline nightlies")
+    ax.axhline(finding.baseline, color="grey", linewidth=0.8, label="baseline median")
+    if finding.metric.startswith("latency"):
+        low, high = finding.baseline * (1 - rules.threshold), finding.baseline * (1 + rules.threshold)
+        ax.axhspan(low, high, color="grey", alpha=0.15, label=f"±{rules.threshold:.0%}")
+        if rules.test == "mad" and math.isfinite(finding.noise):
+            ax.axhspan(finding.baseline - rules.z * finding.noise, finding.baseline + rules.z * finding.noise,
+                       color="tab:blue", alpha=0.1, label=f"±{rules.z:g} robust sd")
+    if finding.new_time is not None:
+        ax.plot([finding.new_time], [finding.new], "s", color="tab:red", markersize=8, label=f"newest: {finding.kind}")
+    ax.set_ylabel(finding.metric)
+    ax.set_title(finding.label, fontsize=9)
+    ax.legend(fontsize=7)
+    figure.autofmt_xdate()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    return path
+
+
+def write_regression_plots(result: RegressionCheck, folder: Path) -> list[Path]:
+    """One history plot per flagged series (regressions and improvements with a history)."""
+    flagged = [f for f in result.findings if f.kind in (SLOWER, FASTER, ACCURACY) and f.history]
+    return [plot_history(f, result.rules, folder / f"{slug(f.label)}_{slug(f.metric)}.png") for f in flagged]

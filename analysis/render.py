@@ -4,15 +4,16 @@ Plain Python rather than ``DataFrame.to_markdown``, which needs the extra ``tabu
 """
 from __future__ import annotations
 
+import base64
 import html
 import io
 from collections.abc import Sequence
 from pathlib import Path
 
 from analysis.tables import Table
-from bench.errors import ConfigError
+from bench.measure.errors import ConfigError
 
-FORMATS = ("text", "markdown", "csv", "html")
+FORMATS = ("text", "markdown", "csv", "html")  # "none" (CLI only) writes nothing to stdout
 EXTENSIONS = {"text": "txt", "markdown": "md", "csv": "csv", "html": "html"}
 
 
@@ -53,11 +54,15 @@ def table_markdown(table: Table) -> str:
 
 
 def table_csv(table: Table) -> str:
-    """The cells as shown (marked cells keep their marker); footnotes follow as ``#`` lines."""
+    """The cells as shown (marked cells keep their marker), and nothing else: footnotes are in ``table_notes``."""
     out = io.StringIO()
     table.cells.to_csv(out, lineterminator="\n")
-    out.writelines(f"# {note}\n" for note in table.notes)
     return out.getvalue()
+
+
+def table_notes(table: Table) -> str:
+    """A table's title and footnotes, for the file beside its CSV."""
+    return "\n".join([table.title, *table.notes]) + "\n"
 
 
 def table_html(table: Table) -> str:
@@ -67,8 +72,13 @@ def table_html(table: Table) -> str:
             + (f"<ul class=\"notes\">{notes}</ul>" if notes else "") + "</section>\n")
 
 
+def data_uri(path: Path) -> str:
+    """A PNG as a data: URI, so an HTML report shows its plots wherever it is opened (MLflow's sandboxed viewer)."""
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
 def render(tables: list[Table], fmt: str, header: Sequence[str] = (), plots: Sequence[str] = ()) -> str:
-    """A whole report in one format; ``plots`` are image paths relative to where the report is written."""
+    """A whole report in one format; ``plots`` are image paths relative to the report, or data: URIs (HTML)."""
     if fmt == "text":
         return "\n".join(([*header, ""] if header else []) + [table_text(t) for t in tables])
     if fmt == "markdown":
@@ -77,10 +87,10 @@ def render(tables: list[Table], fmt: str, header: Sequence[str] = (), plots: Seq
             parts += ["## Plots", ""] + [f"![{Path(p).stem}]({p})\n" for p in plots]
         return "\n".join(parts)
     if fmt == "csv":
-        return "\n".join(f"# {t.title}\n{table_csv(t)}" for t in tables)
+        return "\n".join(f"{t.title}\n{table_csv(t)}" for t in tables)
     if fmt == "html":
         head = "".join(f"<p>{html.escape(line)}</p>" for line in header)
-        images = "".join(f"<figure><img src=\"{html.escape(p)}\" alt=\"{html.escape(p)}\"></figure>" for p in plots)
+        images = "".join(f"<figure><img src=\"{html.escape(p)}\" alt=\"plot\"></figure>" for p in plots)
         return ("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>trt-bench report</title><style>"
                 "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:.5em 0}"
                 "th,td{padding:.2em .7em;border-bottom:1px solid #ddd}td{text-align:right}"

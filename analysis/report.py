@@ -15,7 +15,7 @@ from analysis.build import build_report
 from analysis.cli import add_store_and_filters, add_verbose, filters, setup_logging, split_list
 from analysis.render import FORMATS
 from analysis.select import REPEATS, Selection
-from bench.errors import ConfigError
+from bench.measure.errors import ConfigError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -47,7 +47,8 @@ def parser() -> argparse.ArgumentParser:
                    help="only these: raw, fp32, fp16, bf16, int8 (default: all present)")
     t.add_argument("--cross-backend", metavar="NAME", help="only this backend (default: each device's backends)")
     o = p.add_argument_group("output")
-    o.add_argument("--format", choices=FORMATS, default="text", help="what goes to stdout (default: %(default)s)")
+    o.add_argument("--format", choices=(*FORMATS, "none"), default="text",
+                   help="what goes to stdout (default: %(default)s; none: nothing, e.g. with --attach)")
     o.add_argument("--out", type=Path, metavar="DIR",
                    help="also write report.{txt,md,html}, tables/*.csv and plots/*.png into DIR")
     o.add_argument("--no-plots", action="store_true", help="write no PNGs")
@@ -68,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    sys.stdout.write(report.render(args.format))
+    if args.format != "none":
+        sys.stdout.write(report.render(args.format))
     return 0
 
 

@@ -9,23 +9,21 @@ from __future__ import annotations
 import logging
 import re
 import tempfile
-import urllib.parse
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from bench.config import PRECISIONS, TrackingConfig
-from bench.errors import ConfigError
-from bench.tracking import CHILD, PARENT, check_reachable, tracking_uri
+from bench.measure.errors import ConfigError
+from bench.measure.protocol import PRECISIONS
+from bench.record import CHILD, OK, PARENT
+from bench.tracking import check_reachable, check_uri, redact, sqlite_path, store_error, tracking_uri
 
 log = logging.getLogger(__name__)
 
-OK, SKIPPED, FAILED = "ok", "skipped", "failed"
 # Status of a run that says ok but never reached FINISHED (crashed while being recorded).
 UNFINISHED = "unfinished"
 SERIES_KEYS = ("device", "model", "backend", "precision", "input_shape")
@@ -37,7 +35,7 @@ METRICS = (
     "acc_rel_l2_err", "acc_cosine", "acc_top1_agreement", "acc_pixel_agreement", "acc_nonfinite",
     "peak_rss_mb", "peak_cuda_mem_mb",
 )
-# Tidy column -> (source, key) in the MLflow run.
+# Tidy column -> (source, key[, where older records kept it]) in the MLflow run.
 FIELDS = {
     "status": ("tags", "bench.status"),
     "reason": ("tags", "bench.reason"),
@@ -51,14 +49,14 @@ FIELDS = {
     "host": ("tags", "host.name"),
     "commit": ("tags", "bench.commit"),
     "model": ("params", "model"),
-    "task": ("params", "model.task"),
+    "task": ("tags", "model.task", "params"),  # a param in stores recorded before the suite's 2026-11 records
     "backend": ("params", "backend"),
     "backend_variant": ("params", "backend.variant"),
     "backend_requested": ("params", "backend.requested"),
     "precision": ("params", "precision"),
     "input_shape": ("params", "input.shape"),
     "timing_method": ("params", "timing.method"),
-    "timing_latency": ("params", "timing.latency"),
+    "timing_latency": ("tags", "timing.latency", "params"),
 }
 
 
@@ -85,24 +83,23 @@ class Selection:
 
 def resolve_uri(uri: str | None = None) -> str:
     """The same store run.py writes to by default: $MLFLOW_TRACKING_URI, else ./mlflow.db."""
-    return tracking_uri(TrackingConfig(uri=uri))
-
-
-def redact(uri: str) -> str:
-    """The URI as it may be shown in a report or an error: any user:password replaced by ***."""
-    parts = urllib.parse.urlsplit(uri)
-    if not (parts.username or parts.password):
-        return uri
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"***@{parts.netloc.rsplit('@', 1)[1]}"))
+    return tracking_uri(uri)
 
 
 def connect(uri: str | None = None) -> tuple[MlflowClient, str]:
-    """A client for an existing store; never creates an empty SQLite database by mistake."""
+    """A client for an existing, readable store; never creates an empty SQLite database by mistake."""
     uri = resolve_uri(uri)
+    check_uri(uri)
     check_reachable(uri)
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        raise ConfigError(f"tracking URI {uri}: no MLflow database at {uri.removeprefix('sqlite:///')}")
-    return MlflowClient(uri), uri
+    path = sqlite_path(uri)
+    if path is not None and not path.is_file():
+        raise ConfigError(f"tracking URI {uri}: no MLflow database at {path}")
+    try:
+        client = MlflowClient(uri)
+        client.search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001 - a corrupt database, a foreign file, a store MLflow cannot open
+        raise store_error(uri, exc) from None
+    return client, uri
 
 
 def parse_when(text: str, now: datetime | None = None) -> pd.Timestamp:
@@ -127,7 +124,8 @@ def experiment_id(client: MlflowClient, name: str, uri: str) -> str:
         raise ConfigError(f"tracking URI {redact(uri)} cannot be read: {str(exc).splitlines()[0]}") from None
     if experiment is None:
         known = sorted(e.name for e in client.search_experiments())
-        raise ConfigError(f"experiment {name!r} not found in {redact(uri)} (experiments there: {', '.join(known) or 'none'})")
+        raise ConfigError(f"experiment {name!r} not found in {redact(uri)} "
+                          f"(experiments there: {', '.join(known) or 'none'})")
     return experiment.experiment_id
 
 
@@ -185,7 +183,8 @@ def tidy(runs: list) -> pd.DataFrame:
             "start_time": pd.Timestamp(run.info.start_time, unit="ms", tz="UTC"),
             "mlflow_status": run.info.status,
         }
-        row.update({column: data[source].get(key, "") for column, (source, key) in FIELDS.items()})
+        row.update({column: data[source].get(key) or (data[older[0]].get(key, "") if older else "")
+                    for column, (source, key, *older) in FIELDS.items()})
         if row["status"] == OK and run.info.status != "FINISHED":
             row["status"], row["reason"] = UNFINISHED, f"the run never finished (MLflow status {run.info.status})"
         row.update({name: float(run.data.metrics[name]) if name in run.data.metrics else float("nan")

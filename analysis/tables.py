@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from analysis.select import OK, input_label
-from bench.models import BLOG_SIZE
+from analysis.select import input_label
+from bench.measure.protocol import BLOG_SIZES
+from bench.record import OK
 
 RAW = "Raw"
 PRECISION_LABELS = {"fp32": "FP32", "fp16": "FP16", "bf16": "BF16", "int8": "INT8"}
@@ -90,7 +91,7 @@ def describe_input(shape: str) -> str:
 
 def model_order(models) -> list[str]:
     """The blog's order for its models (resnet18/34/50, fcn, deeplabv3), then natural order."""
-    blog = list(BLOG_SIZE)
+    blog = list(BLOG_SIZES)
     natural = lambda name: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]  # noqa: E731
     return sorted(set(models), key=lambda m: (blog.index(m) if m in blog else len(blog), natural(m)))
 

@@ -1,8 +1,9 @@
 """Typed schema for every config group, registered in Hydra's ConfigStore.
 
-Each group node is a dataclass, so an override with a typo (``timing.min_iter=5``) or a
-wrong type is rejected by Hydra before any work starts, and the Python API and the CLI
-share one schema.
+Each group node is a dataclass, so an override with a typo (``timing.min_iter=5``) or a wrong type
+is rejected by Hydra before any work starts, and the Python API and the CLI share one schema.
+Backend options are declared by each backend of the measuring core (``OPTIONS``) and listed in
+``conf/backend/<name>.yaml``; the device checks them when it resolves the plan.
 """
 from __future__ import annotations
 
@@ -12,23 +13,26 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-
 
 @dataclass
 class ModelConfig:
     name: str = MISSING
-    # "random" (seeded init + BatchNorm re-estimation), "pretrained" (torchvision weights that
-    # are already in the local torch hub cache) or a path to a local state-dict file.
+    # "random" (seeded init + BatchNorm re-estimation), "pretrained" (torchvision's weights, downloaded into
+    # the torch cache on first use) or the path of a state-dict file on the measured device.
     weights: str = "random"
-    # Random batches used to re-estimate BatchNorm statistics of random weights; without it
-    # activations of deep models overflow fp16.
+    # Random batches used to re-estimate BatchNorm statistics of random weights; without it activations of
+    # deep models overflow fp16.
     bn_recalibration_batches: int = 8
 
 
 @dataclass
 class PrecisionConfig:
     name: str = MISSING
+
+
+@dataclass
+class ScenarioConfig:
+    name: str = "latency"  # latency (sync per call) | throughput (back-to-back, sync per window)
 
 
 @dataclass
@@ -46,6 +50,8 @@ class TimingConfig:
     min_s: float = 3.0
     # True: each timed call copies the input host->device and the output back (host latency).
     include_copies: bool = False
+    # A run whose latencies vary more than this (std / mean) is tagged unstable (docs/analysis.md).
+    unstable_cv: float = 0.10
 
 
 @dataclass
@@ -58,7 +64,11 @@ class CalibrationConfig:
 
 @dataclass
 class AccuracyConfig:
-    batches: int = 4
+    source: str = "random"  # "random" (seeded noise batches) or "folder" (real images)
+    folder: Optional[str] = None
+    masks: Optional[str] = None  # segmentation: a folder of label masks named like the images
+    max_images: int = 500
+    batches: int = 4  # random: how many noise batches
     seed: int = 0
 
 
@@ -68,20 +78,28 @@ class TrackingConfig:
     experiment: str = "trt-bench"
     kind: str = "sweep"  # tag bench.kind, e.g. "nightly"
     server: bool = False  # true (tracking=server): the URI must be an http(s) MLflow tracking server
-    # Where a point's complete result goes when the server cannot take it (python -m bench.sync uploads
-    # it later); None: never spool, a failure to record is an error.
+    # Where a point's measurement goes when the store cannot take it (python -m bench.sync uploads it
+    # later); None: never spool, a failure to record is an error.
     spool_dir: Optional[str] = None
     timeout_s: int = 10  # per HTTP request to a tracking server
     retries: int = 2  # per HTTP request, before the server counts as unreachable
+    attach_report: bool = True  # attach the sweep's report (tables, plots) to its parent run when it ends
 
 
 @dataclass
-class BackendConfig:
-    name: str = MISSING
+class ExecutorConfig:
+    kind: str = "local"  # local | ssh | plan
+    # local: null = this interpreter, or another one on this machine (a Jetson's system python3);
+    # ssh: the device's interpreter (default python3).
+    python: Optional[str] = None
+    host: Optional[str] = None  # ssh: [user@]host, as ~/.ssh/config knows it
+    ssh_config: Optional[str] = None  # ssh: a config file instead of ~/.ssh/config (ssh -F)
+    connect_timeout_s: int = 15  # ssh: ConnectTimeout
+    out: Optional[str] = None  # plan: the plans file to write
 
 
 @dataclass
-class AutoBackendConfig(BackendConfig):
+class AutoBackendConfig:
     name: str = "auto"
     # The first installed backend that supports (device, precision) wins; documented in README.
     order: list[str] = field(
@@ -94,24 +112,28 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     backend: Any = MISSING
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
+    scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
     input: InputConfig = field(default_factory=InputConfig)
     timing: TimingConfig = field(default_factory=TimingConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     accuracy: AccuracyConfig = field(default_factory=AccuracyConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: Optional[int] = None  # CPU threads for torch and ONNX Runtime; None: library default
     cudnn_benchmark: bool = True  # let cuDNN pick its fastest algorithms for eager and compiled runs
     raw_baseline: bool = True  # time eager fp32 in the same run, for a same-run speed-up
-    isolate: bool = True  # run each point in a child process, so a crash is recorded, not fatal
-    cache_dir: str = "${oc.env:HOME}/.cache/trt-bench"
+    energy: str = "auto"  # auto: measure where a sensor exists | require: error without one | off
+    cache_dir: str = "~/.cache/trt-bench"  # on the measured device
     seed: int = 0
+    # auto: re-running a grid whose sweep was interrupted finishes that sweep | last: continue its newest sweep,
+    # finished or not | new | <parent run id>
+    resume: str = "auto"
+    label: Optional[str] = None  # names the sweep; part of what makes two runs "the same sweep"
 
 
-def register_configs(backend_schemas: dict[str, type[BackendConfig]]) -> None:
-    """Register the root schema and one schema per backend (``backend/<name>.yaml`` extends ``base_<name>``)."""
-    cs = ConfigStore.instance()
-    cs.store(name="base_config", node=Config)
-    cs.store(group="backend", name="base_auto", node=AutoBackendConfig)
-    for name, schema in backend_schemas.items():
-        cs.store(group="backend", name=f"base_{name}", node=schema)
+def register_configs() -> None:
+    """Register the root schema and the auto backend's (other backends are plain yaml, checked by the core)."""
+    store = ConfigStore.instance()
+    store.store(name="base_config", node=Config)
+    store.store(group="backend", name="base_auto", node=AutoBackendConfig)

@@ -1,107 +1,124 @@
-"""Everything MLflow: where the store is, sweep parent runs, one run per grid point, resume, and the spool.
+"""Everything MLflow: which store, its sweeps' parent runs, one run per point, resume, and the spool.
 
-It uses ``MlflowClient`` with explicit run ids rather than ``mlflow.start_run``, so no run is
-left "active" in process-global state and parallel launchers cannot cross their runs.
-
-A tracking server is asked for the experiment when the ``Tracker`` is made, before any work, so
-wrong credentials stop a sweep at once. When the server cannot take a point's result (a Jetson in
-the field, a network blip), the complete result goes to the spool (``bench.spool``) and the sweep
-goes on; ``python -m bench.sync`` uploads it later.
+It uses ``MlflowClient`` with explicit run ids rather than ``mlflow.start_run``, so no run is left
+"active" in process-global state and parallel launchers cannot cross their runs. The store is
+checked before any work: a missing folder, an unreadable database, a URI MLflow does not know, a
+server that does not answer or refuses the login are one line each. When a server cannot take a
+point, the measurement goes to the spool (``bench.spool``) and ``python -m bench.sync`` uploads it.
 """
 from __future__ import annotations
 
 import fcntl
-import io
-import json
+import functools
 import logging
 import os
-import time
+import socket
+import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from requests.exceptions import RequestException
 
-from bench.backends.base import digest
-from bench.config import TrackingConfig
-from bench.errors import ConfigError
-from bench.point import FAILED, OK, SKIPPED, PointResult
-from bench.spool import PointRecord, Spool, SweepRef
+from bench import record
+from bench.measure.errors import ConfigError
+from bench.measure.protocol import digest, now_ms
+from bench.record import CHILD, PARENT, PointRecord
 
 log = logging.getLogger(__name__)
 
-PARENT, CHILD = "parent", "point"
-# What a server that is down, restarting or unreachable raises; a point's result then goes to the spool.
+# What a server that is down, restarting or unreachable raises; a point's measurement then goes to the spool.
 SERVER_ERRORS = (MlflowException, RequestException, OSError)
-COMPLETE = ("FINISHED", "FAILED")  # a run in another state was cut off while it was being uploaded
+LOCK_DIR = Path("~/.cache/trt-bench/locks").expanduser()
+# A RUNNING parent run of another host is taken as abandoned when it has had no news for this long.
+ABANDONED_AFTER_S = 24 * 3600
+# The MLflow UI opens an experiment of this kind in its model-training view (not the GenAI traces view).
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 class Unreachable(ConfigError):
     """The tracking server does not answer (as opposed to answering with an error)."""
 
 
-def tracking_uri(cfg: TrackingConfig) -> str:
+def tracking_uri(uri: str | None) -> str:
     """Config, then $MLFLOW_TRACKING_URI, then SQLite ``mlflow.db`` in the launch directory."""
-    return cfg.uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
-def check_config(uri: str, cfg: TrackingConfig) -> None:
-    """Mistakes in the tracking settings, one line each; a password in the URI is never echoed."""
+def redact(uri: str) -> str:
+    """The URI as it may be shown anywhere: any user:password replaced by ***."""
+    parts = urllib.parse.urlsplit(uri)
+    if not (parts.username or parts.password):
+        return uri
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"***@{parts.netloc.rsplit('@', 1)[1]}"))
+
+
+def sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///").split("?")[0]) if uri.startswith("sqlite:///") else None
+
+
+def check_uri(uri: str, server: bool = False) -> None:
+    """Mistakes in the URI itself, one line each; a password in it is never echoed."""
     parts = urllib.parse.urlsplit(uri)
     if parts.scheme in ("http", "https") and (parts.username or parts.password):
-        shown = urllib.parse.urlunsplit(parts._replace(netloc=f"***@{parts.hostname}:{parts.port or ''}".rstrip(":")))
-        raise ConfigError(f"tracking URI {shown} has credentials in it: set MLFLOW_TRACKING_USERNAME and "
+        raise ConfigError(f"tracking URI {redact(uri)} has credentials in it: set MLFLOW_TRACKING_USERNAME and "
                           "MLFLOW_TRACKING_PASSWORD instead, so they never reach a config file, a run or a log")
-    if cfg.server and parts.scheme not in ("http", "https"):
+    if server and parts.scheme not in ("http", "https"):
         raise ConfigError(f"tracking=server needs an http(s):// tracking server in tracking.uri or "
-                          f"$MLFLOW_TRACKING_URI, got {uri}")
-    if cfg.timeout_s < 1 or cfg.retries < 0:
-        raise ConfigError(f"tracking.timeout_s={cfg.timeout_s} must be >= 1 and tracking.retries={cfg.retries} >= 0")
+                          f"$MLFLOW_TRACKING_URI, got {redact(uri)}")
+    known = ("http", "https", "sqlite", "file", "postgresql", "mysql", "mssql", "databricks")
+    if parts.scheme and parts.scheme.split("+")[0] not in known:
+        raise ConfigError(f"tracking URI {redact(uri)}: MLflow has no store for scheme {parts.scheme!r} "
+                          f"(use sqlite:///path/mlflow.db, a folder, or an http(s):// server)")
+    path = sqlite_path(uri)
+    if path is not None and not path.parent.is_dir():
+        raise ConfigError(f"tracking URI {uri}: folder {path.parent} does not exist (create it first)")
+    if parts.scheme == "file" or (not parts.scheme and uri):
+        folder = Path(uri.removeprefix("file://").removeprefix("file:")).parent
+        if not folder.is_dir():
+            raise ConfigError(f"tracking URI {uri}: folder {folder} does not exist (create it first)")
 
 
 def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
-    """One clear line, before any work, when the store cannot be used."""
+    """An http(s) server that does not answer: Unreachable, before any work."""
     if uri.startswith(("http://", "https://")):
         try:
             urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s).close()
         except urllib.error.HTTPError:
-            return  # the server answered: reachable (auth is checked by the first real call)
+            return  # the server answered: reachable (the login is checked by the first real call)
         except (OSError, ValueError) as exc:
-            raise Unreachable(f"tracking URI {uri} cannot be reached: {getattr(exc, 'reason', exc)}") from exc
-    elif uri.startswith("sqlite:///"):
-        folder = Path(uri.removeprefix("sqlite:///")).parent
-        if not folder.is_dir():
-            raise ConfigError(f"tracking URI {uri}: folder {folder} does not exist")
-    elif uri.startswith("file:") or "://" not in uri:
-        folder = Path(uri.removeprefix("file://").removeprefix("file:")).parent
-        if not folder.is_dir():
-            raise ConfigError(f"tracking URI {uri}: folder {folder} does not exist")
+            raise Unreachable(f"tracking URI {redact(uri)} cannot be reached: {getattr(exc, 'reason', exc)}") from None
 
 
 @contextmanager
 def file_lock(path: Path) -> Iterator[None]:
     """An exclusive lock between processes on one host (or a shared filesystem with working locks)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as lock:
+    with open(path, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
+
+
+def store_lock(uri: str):
+    """SQLite: parallel writers race on creating the schema and the experiment; serialise them (lock file in
+    ~/.cache, not beside the database, whose folder may be read-only)."""
+    path = sqlite_path(uri)
+    return file_lock(LOCK_DIR / f"store-{digest(path.resolve())}.lock") if path else nullcontext()
 
 
 @contextmanager
 def bounded_http(timeout_s: int, retries: int) -> Iterator[None]:
     """Bound MLflow's HTTP retries for this block, so an unreachable server costs seconds, not minutes.
 
-    MLflow reads its retry policy only from the environment (by default about 4 minutes of retries
-    per request). A user's own MLFLOW_HTTP_REQUEST_* settings win; what is set here is undone after.
+    MLflow reads its retry policy only from the environment (by default about 4 minutes of retries per
+    request). A user's own MLFLOW_HTTP_REQUEST_* settings win; what is set here is undone after.
     """
     limits = {"MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries),
               "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
@@ -114,54 +131,102 @@ def bounded_http(timeout_s: int, retries: int) -> Iterator[None]:
             os.environ.pop(name, None)
 
 
-def _store_lock(uri: str):
-    """SQLite: parallel launcher jobs race on creating the schema, which MlflowClient() does; serialise them."""
-    if uri.startswith("sqlite:///"):
-        return file_lock(Path(uri.removeprefix("sqlite:///").split("?")[0] + ".lock"))
-    return nullcontext()
+def error_line(exc: BaseException) -> str:
+    """The first line of an error, short enough for a log line; its end (the cause) is kept."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if len(line) <= 300 else f"{line[:140]} ... {line[-150:]}"
 
 
-def point_key(config: dict, tags: dict[str, str]) -> str:
-    """What the point is, wherever its result goes: the resolved config (less where results and caches
-    live) on this device. Tag ``bench.point_key``: the same point measured again has the same key."""
-    measured = {k: v for k, v in config.items() if k not in ("tracking", "cache_dir")}
-    return digest(json.dumps(measured, sort_keys=True, default=str), tags.get("device.label"), tags.get("host.name"))
+def store_error(uri: str, exc: BaseException) -> ConfigError:
+    """A store MLflow cannot use (a corrupt database, a read-only one, an unknown scheme) as one line."""
+    cause = error_line(exc)
+    if "file is not a database" in cause or "malformed" in cause:
+        return ConfigError(f"tracking URI {redact(uri)}: not a readable MLflow database ({cause})")
+    if "readonly" in cause or "read-only" in cause or "Permission denied" in cause:
+        return ConfigError(f"tracking URI {redact(uri)} cannot be written ({cause}); nothing was measured")
+    return ConfigError(f"tracking URI {redact(uri)} cannot be used: {cause}")
 
 
-@dataclass
-class Sweep:
-    """A sweep as one point sees it: its identity (kept in the spool) and its parent run, once found."""
-    ref: SweepRef
-    lock_dir: Path  # parallel jobs of one sweep agree on one parent run under a lock here
-    parent_id: str | None = None
+def auth_message(uri: str, status: int) -> str:
+    if status == 403:
+        return (f"tracking server {redact(uri)} refused the user in MLFLOW_TRACKING_USERNAME (HTTP 403): "
+                "it needs permission to use the experiment")
+    if not os.environ.get("MLFLOW_TRACKING_USERNAME"):
+        return (f"tracking server {redact(uri)} requires a login (HTTP 401): set MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD")
+    return (f"tracking server {redact(uri)} rejected the login (HTTP 401): check MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD")
+
+
+def process_token() -> str:
+    """This process on this host, unmistakably (pid numbers are reused; their start times are not)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_start_ticks(os.getpid())}"
+
+
+def _start_ticks(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "?"
+
+
+def process_gone(token: str) -> bool | None:
+    """Whether the process a token names has ended; None when it ran on another host (unknowable here)."""
+    host, _, rest = token.partition(":")
+    pid, _, ticks = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    return _start_ticks(int(pid)) != ticks
+
+
+def bounded(method):
+    """A Store method whose HTTP calls give up after the store's timeout and retries (see ``bounded_http``)."""
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        with bounded_http(self.timeout_s, self.retries):
+            return method(self, *args, **kwargs)
+
+    return call
 
 
 @dataclass
 class Recorded:
     """A point already recorded in its sweep, which a resumed sweep skips."""
-    where: str  # "MLflow run <id>" or "spool entry <path>"
+
+    where: str  # "MLflow run <id>"
     status: str  # its bench.status: ok, skipped or failed
 
 
-class Tracker:
-    def __init__(self, cfg: TrackingConfig) -> None:
-        self.uri = tracking_uri(cfg)
-        check_config(self.uri, cfg)
-        self.kind = cfg.kind
-        self.experiment = cfg.experiment
-        self.timeout_s, self.retries = cfg.timeout_s, cfg.retries
-        self.spool = Spool(Path(cfg.spool_dir).expanduser()) if cfg.spool_dir else None
+class Store:
+    """One MLflow experiment in one store, checked and reachable (or, with a spool, allowed to be away)."""
+
+    def __init__(self, tracking: dict, spool_allowed: bool = True) -> None:
+        self.uri = tracking_uri(tracking["uri"])
+        check_uri(self.uri, tracking.get("server", False))
+        if tracking["timeout_s"] < 1 or tracking["retries"] < 0:
+            raise ConfigError(f"tracking.timeout_s={tracking['timeout_s']} must be >= 1 and "
+                              f"tracking.retries={tracking['retries']} >= 0")
+        self.experiment = tracking["experiment"]
+        self.timeout_s, self.retries = tracking["timeout_s"], tracking["retries"]
+        self.spool_dir = Path(tracking["spool_dir"]).expanduser() if tracking.get("spool_dir") and spool_allowed \
+            else None
         self._experiment_id: str | None = None
-        with _store_lock(self.uri):
-            self.client = MlflowClient(self.uri)
+        try:
+            with store_lock(self.uri):
+                self.client = MlflowClient(self.uri)
+        except Exception as exc:  # noqa: BLE001 - MLflow and SQLAlchemy raise many types for a bad store
+            raise store_error(self.uri, exc) from None
         try:
             check_reachable(self.uri)
             self._experiment_id = self._connect()
         except (Unreachable, *SERVER_ERRORS) as exc:
-            if self.spool is None:
-                raise
-            log.warning("%s; the result goes to the spool %s if it still cannot be reached when the point ends",
-                        error_line(exc), self.spool.folder)
+            if self.spool_dir is None or not self.uri.startswith(("http://", "https://")):
+                if isinstance(exc, ConfigError):
+                    raise
+                raise store_error(self.uri, exc) from None
+            log.warning("%s; measurements go to the spool %s while it cannot be reached", error_line(exc),
+                        self.spool_dir)
 
     @property
     def online(self) -> bool:
@@ -170,191 +235,189 @@ class Tracker:
     @property
     def experiment_id(self) -> str:
         if self._experiment_id is None:
-            self._experiment_id = self._connect()
+            with bounded_http(self.timeout_s, self.retries):
+                self._experiment_id = self._connect()
         return self._experiment_id
 
     def _connect(self) -> str:
         """The experiment's id: the first authenticated call, so bad credentials stop the sweep here."""
-        with bounded_http(self.timeout_s, self.retries):
+        with bounded_http(self.timeout_s, self.retries), store_lock(self.uri):
             try:
                 return self._experiment(self.experiment)
             except MlflowException as exc:
                 if exc.get_http_status_code() in (401, 403):
-                    raise ConfigError(_auth_message(self.uri, exc.get_http_status_code())) from exc
+                    raise ConfigError(auth_message(self.uri, exc.get_http_status_code())) from None
                 raise
 
     def _experiment(self, name: str) -> str:
         experiment = self.client.get_experiment_by_name(name)
         if experiment is not None:
+            if experiment.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
+                self.client.set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND)
             return experiment.experiment_id
-        try:
-            return self.client.create_experiment(name)
-        except Exception:  # noqa: BLE001 - created meanwhile by a parallel job
-            experiment = self.client.get_experiment_by_name(name)
-            if experiment is None:
-                raise
-            return experiment.experiment_id
+        path = sqlite_path(self.uri)
+        # Artifacts beside the database, not in ./mlruns of wherever the first sweep happened to start.
+        location = (path.resolve().parent / "mlartifacts").as_uri() if path else None
+        return self.client.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
 
-    def sweep_ref(self, sweep_id: str, lock_dir: Path, tags: dict[str, str]) -> SweepRef:
-        return SweepRef(sweep_id, f"{self.kind} {lock_dir.name}",
-                        {**tags, "bench.role": PARENT, "bench.sweep_id": sweep_id, "bench.kind": self.kind})
-
-    def open_sweep(self, sweep_id: str, lock_dir: Path, tags: dict[str, str]) -> Sweep:
-        """This point's sweep, its parent run found or created now if the server can be reached."""
-        sweep = Sweep(self.sweep_ref(sweep_id, lock_dir, tags), lock_dir)
+    @bounded
+    def check_writable(self) -> None:
+        """A store that cannot be written is found now, before anything is measured."""
+        path = sqlite_path(self.uri)
+        if path is not None and path.exists() and not os.access(path, os.W_OK):
+            raise ConfigError(f"tracking URI {self.uri} cannot be written (the file is read-only); nothing was "
+                              "measured")
         if self.online:
             try:
-                with bounded_http(self.timeout_s, self.retries):
-                    sweep.parent_id = self.find_parent(sweep.ref, lock_dir)
+                self.client.set_experiment_tag(self.experiment_id, "bench.last_write_ms", str(now_ms()))
             except SERVER_ERRORS as exc:
-                if self.spool is None:
-                    raise
-                log.warning("sweep %s: no parent run yet (%s); trying again when the point ends", sweep_id,
-                            error_line(exc))
-        return sweep
+                if self.spool_dir is None or not self.uri.startswith(("http://", "https://")):
+                    raise store_error(self.uri, exc) from None
 
-    def parent_run(self, sweep_id: str, lock_dir: Path, tags: dict[str, str]) -> str:
-        """The sweep's parent run, created by whichever point gets there first."""
-        return self.find_parent(self.sweep_ref(sweep_id, lock_dir, tags), lock_dir)
+    # --- sweeps -----------------------------------------------------------------------------
 
-    def find_parent(self, ref: SweepRef, lock_dir: Path | None = None, start_ms: int | None = None) -> str:
-        """Find the parent run by ``bench.sweep_id`` or create it (under a lock in ``lock_dir``, if given;
-        ``start_ms``: when the sweep ran, for a parent created only when its spooled points are synced)."""
-        with file_lock(lock_dir / ".mlflow_parent.lock") if lock_dir else nullcontext():
+    @bounded
+    def settle_abandoned(self) -> list[str]:
+        """Parent runs left RUNNING by a sweep whose process has gone: KILLED and incomplete, so they resume."""
+        settled = []
+        running = self.client.search_runs([self.experiment_id], f"tags.`{record.ROLE}` = '{PARENT}' and "
+                                                                 "attributes.status = 'RUNNING'", max_results=1000)
+        for run in running:
+            token = run.data.tags.get("bench.controller_process", "")
+            gone = process_gone(token)
+            quiet_s = (now_ms() - int(run.data.tags.get("bench.heartbeat_ms", run.info.start_time))) / 1000
+            if gone or (gone is None and quiet_s > ABANDONED_AFTER_S):
+                self.client.set_tag(run.info.run_id, record.STATE, record.INCOMPLETE)
+                self.client.set_terminated(run.info.run_id, record.KILLED_RUN)
+                log.info("sweep %s (run %s) was abandoned by %s; marked KILLED, incomplete (its grid resumes it)",
+                         run.data.tags.get(record.SWEEP_ID), run.info.run_id, token or "an unknown process")
+                settled.append(run.info.run_id)
+        return settled
+
+    @bounded
+    def latest_sweep(self, grid_key: str) -> tuple[str, str] | None:
+        """(sweep id, state) of the newest sweep of this grid, or None when it never ran into this store."""
+        found = self.client.search_runs(
+            [self.experiment_id], f"tags.`{record.ROLE}` = '{PARENT}' and tags.`{record.GRID_KEY}` = '{grid_key}'",
+            max_results=1, order_by=["attributes.start_time DESC"])
+        if not found:
+            return None
+        return found[0].data.tags[record.SWEEP_ID], found[0].data.tags.get(record.STATE, record.INCOMPLETE)
+
+    @bounded
+    def sweep_of_parent(self, run_id: str) -> dict:
+        """The sweep id and grid key of a parent run given by id (``resume=<run id>``)."""
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            raise ConfigError(f"resume={run_id}: no such run in {redact(self.uri)}") from None
+        if run.data.tags.get(record.ROLE) != PARENT:
+            raise ConfigError(f"resume={run_id}: not a sweep's parent run")
+        return {"id": run.data.tags[record.SWEEP_ID], "grid_key": run.data.tags.get(record.GRID_KEY)}
+
+    @bounded
+    def parent_for(self, sweep: dict, lock: Path | None = None) -> str:
+        """The sweep's parent run, found by ``bench.sweep_id`` or created (RUNNING, owned by this process)."""
+        with file_lock(lock) if lock else nullcontext():
             found = self.client.search_runs(
                 [self.experiment_id],
-                f"tags.`bench.sweep_id` = '{ref.sweep_id}' and tags.`bench.role` = '{PARENT}'",
-                max_results=1,
-            )
+                f"tags.`{record.SWEEP_ID}` = '{sweep['id']}' and tags.`{record.ROLE}` = '{PARENT}'", max_results=1)
+            owner = {"bench.controller_process": process_token(), "bench.heartbeat_ms": str(now_ms())}
             if found:
                 run_id = found[0].info.run_id
-                self.client.update_run(run_id, status="RUNNING")
+                self.client.update_run(run_id, status=record.RUNNING_RUN)
+                self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in owner.items()])
                 return run_id
-            run = self.client.create_run(self.experiment_id, start_time=start_ms, run_name=ref.name, tags=ref.tags)
-            log.info("MLflow parent run %s for sweep %s", run.info.run_id, ref.sweep_id)
+            tags = {record.ROLE: PARENT, record.SWEEP_ID: sweep["id"], record.GRID_KEY: sweep["grid_key"],
+                    record.KIND: sweep["kind"], record.COMMIT: sweep["commit"], record.STATE: record.INCOMPLETE,
+                    "bench.controller": sweep["controller"], "bench.points_planned": str(sweep["total"]), **owner}
+            if sweep.get("label"):
+                tags[record.LABEL] = sweep["label"]
+            run = self.client.create_run(self.experiment_id, start_time=sweep["started_ms"], run_name=sweep["name"],
+                                         tags=tags)
+            params = [Param(key[:250], str(value)[:6000]) for key, value in sweep["params"].items()]
+            if params:
+                self.client.log_batch(run.info.run_id, params=params)
+            log.info("MLflow parent run %s for sweep %s", run.info.run_id, sweep["id"])
             return run.info.run_id
 
-    def close_parent(self, run_id: str) -> dict[str, int]:
-        """Count the sweep's points so far into the parent's metrics and mark it finished."""
-        children = self.client.search_runs([self.experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{run_id}'",
-                                           max_results=50000)
-        counts = {status: 0 for status in (OK, SKIPPED, FAILED)}
-        for child in children:
-            status = child.data.tags.get("bench.status")
+    @bounded
+    def heartbeat(self, parent_id: str) -> None:
+        self.client.set_tag(parent_id, "bench.heartbeat_ms", str(now_ms()))
+
+    @bounded
+    def children(self, parent_id: str) -> list:
+        return self.client.search_runs([self.experiment_id], f"tags.`{record.PARENT_RUN}` = '{parent_id}' and "
+                                                              f"tags.`{record.ROLE}` = '{CHILD}'", max_results=50000)
+
+    @bounded
+    def close_parent(self, parent_id: str, interrupted: bool = False) -> dict[str, int]:
+        """Count the sweep's points into the parent and end it: FINISHED, FAILED (points failed) or KILLED."""
+        run = self.client.get_run(parent_id)
+        counts = {status: 0 for status in record.STATUSES}
+        lost = 0
+        for child in self.children(parent_id):
+            status = child.data.tags.get(record.STATUS)
             if status in counts:
                 counts[status] += 1
-        self.client.log_batch(run_id, metrics=[Metric(f"points_{k}", v, _now_ms(), 0) for k, v in counts.items()])
-        self.client.set_terminated(run_id, "FINISHED")
+            lost += child.data.tags.get(record.FAILURE) == record.EXECUTOR_FAILURE
+        planned = int(run.data.tags.get("bench.points_planned", "0"))
+        complete = not interrupted and not lost and sum(counts.values()) >= planned
+        metrics = [Metric(f"points_{k}", v, now_ms(), 0) for k, v in counts.items()]
+        self.client.log_batch(parent_id, metrics=metrics, tags=[
+            RunTag(record.STATE, record.COMPLETE if complete else record.INCOMPLETE)])
+        status = record.KILLED_RUN if interrupted else record.FAILED_RUN if counts[record.FAILED] \
+            else record.FINISHED_RUN if complete else record.KILLED_RUN
+        self.client.set_terminated(parent_id, status)
         return counts
 
-    def point_record(self, name: str, params: dict[str, str], tags: dict[str, str], result: PointResult,
-                     config_yaml: str, sweep: SweepRef | None = None) -> PointRecord:
-        """The point's complete result, ready for the server or the spool."""
-        point_id = uuid.uuid4().hex
-        artifacts = {"config.yaml": config_yaml}
-        if result.latencies_ms:
-            artifacts["latencies_ms.csv"] = _csv(result.latencies_ms)
-        if result.raw_latencies_ms:
-            artifacts["raw_latencies_ms.csv"] = _csv(result.raw_latencies_ms)
-        if result.error:
-            artifacts["error.txt"] = result.error
-        run_tags = {
-            **tags, **result.tags,
-            MLFLOW_RUN_NAME: name, "bench.role": CHILD, "bench.kind": self.kind,
-            "bench.status": result.status, "bench.reason": result.reason, "bench.point_id": point_id,
-        }
-        return PointRecord(
-            point_id=point_id, name=name, uri=self.uri, experiment=self.experiment,
-            run_status="FAILED" if result.status == FAILED else "FINISHED", time_ms=_now_ms(),
-            params={k: str(v)[:6000] for k, v in {**params, **result.params}.items()},
-            tags={k: str(v)[:5000] for k, v in run_tags.items()},
-            metrics={k: float(v) for k, v in result.metrics.items()},
-            artifacts=artifacts, sweep=sweep,
-        )
+    # --- points -----------------------------------------------------------------------------
 
-    def record(self, name: str, params: dict[str, str], tags: dict[str, str], result: PointResult,
-               config_yaml: str, parent_id: str | None) -> str:
-        """One MLflow run for one grid point, whatever its status; its run id."""
-        return self.upload(self.point_record(name, params, tags, result, config_yaml), parent_id)
+    @bounded
+    def recorded(self, sweep_id: str, key: str) -> Recorded | None:
+        """The point's complete record in this sweep (tag ``bench.point_key``), which a resumed sweep keeps.
 
-    def save(self, name: str, params: dict[str, str], tags: dict[str, str], result: PointResult,
-             config_yaml: str, sweep: Sweep | None) -> str:
-        """Record the point, or spool it when the server cannot take it; says where it went."""
-        point = self.point_record(name, params, tags, result, config_yaml, sweep.ref if sweep else None)
-        try:
-            with bounded_http(self.timeout_s, self.retries):
-                parent_id = (sweep.parent_id or self.find_parent(sweep.ref, sweep.lock_dir)) if sweep else None
-                run_id = self.upload(point, parent_id)
-                if parent_id:
-                    self.close_parent(parent_id)
-        except (ConfigError, *SERVER_ERRORS) as exc:
-            if self.spool is None:
-                raise
-            entry = self.spool.write(point)
-            log.warning("%s: %s cannot take the result (%s); spooled to %s: upload it later with "
-                        "`python -m bench.sync`", name, self.uri, error_line(exc), entry)
-            return f"in the spool as {entry}"
-        return f"as MLflow run {run_id} in {self.uri}"
-
-    def upload(self, point: PointRecord, parent_id: str | None) -> str:
-        """Create the point's run with everything in it; it is marked terminated last, so a run cut off
-        half-way stays RUNNING and ``upload_once`` knows to replace it."""
-        tags = {**point.tags, **({MLFLOW_PARENT_RUN_ID: parent_id} if parent_id else {})}
-        run = self.client.create_run(self.experiment_id, start_time=point.time_ms, tags=tags, run_name=point.name)
-        run_id = run.info.run_id
-        self.client.log_batch(
-            run_id,
-            metrics=[Metric(k, v, point.time_ms, 0) for k, v in point.metrics.items()],
-            params=[Param(k, v) for k, v in point.params.items()],
-        )
-        for file_name, text in point.artifacts.items():
-            self.client.log_text(run_id, text, file_name)
-        self.client.set_terminated(run_id, point.run_status, end_time=point.time_ms)
-        return run_id
-
-    def recorded_point(self, sweep: Sweep, key: str) -> Recorded | None:
-        """The point's complete record in this sweep (tag ``bench.point_key``), so a re-run sweep skips it.
-
-        Complete: a run terminated FINISHED/FAILED with a ``bench.status``, or a spool entry (written all
-        or nothing). A run of the point cut off while it was recorded (kill -9) stays RUNNING: it is
-        deleted here, never taken for finished, and the point is measured again. When a point is
-        skipped, the sweep's parent run is closed again, as after a recorded point.
+        Complete: a run terminated with a ``bench.status``. A run cut off while it was recorded (kill -9)
+        stays RUNNING, and a point lost on the way to the device failed for the executor, not for itself:
+        both are deleted here and the point is measured again.
         """
-        sweep_id = sweep.ref.sweep_id
-        if self.spool is not None:
-            for entry in self.spool.entries():
-                point = self.spool.load(entry)
-                if point.sweep and point.sweep.sweep_id == sweep_id and point.tags.get("bench.point_key") == key:
-                    return Recorded(f"spool entry {entry}", point.tags.get("bench.status", ""))
-        if not self.online:
-            return None
-        try:
-            with bounded_http(self.timeout_s, self.retries):
-                existing = self.client.search_runs(
-                    [self.experiment_id], f"tags.`bench.sweep_id` = '{sweep_id}' and tags.`bench.point_key` = "
-                                          f"'{key}' and tags.`bench.role` = '{CHILD}'")
-                for run in existing:
-                    status = run.data.tags.get("bench.status")
-                    if run.info.status in COMPLETE and status in (OK, SKIPPED, FAILED):
-                        if sweep.parent_id:
-                            self.close_parent(sweep.parent_id)
-                        return Recorded(f"MLflow run {run.info.run_id}", status)
-                for partial in existing:
-                    log.info("deleting run %s (%s): cut off while it was recorded; measuring the point again",
-                             partial.info.run_id, partial.info.run_name)
-                    self.client.delete_run(partial.info.run_id)
-        except SERVER_ERRORS as exc:
-            if self.spool is None:
-                raise
-            log.warning("cannot ask %s whether this point is already recorded (%s); measuring it", self.uri,
-                        error_line(exc))
+        existing = self.client.search_runs(
+            [self.experiment_id], f"tags.`{record.SWEEP_ID}` = '{sweep_id}' and tags.`{record.POINT_KEY}` = "
+                                  f"'{key}' and tags.`{record.ROLE}` = '{CHILD}'")
+        for run in existing:
+            status = run.data.tags.get(record.STATUS)
+            if run.info.status in record.TERMINATED and status in record.STATUSES and \
+                    run.data.tags.get(record.FAILURE) != record.EXECUTOR_FAILURE:
+                return Recorded(f"MLflow run {run.info.run_id}", status)
+        for stale in existing:
+            why = "lost on the way to the device" if stale.data.tags.get(record.FAILURE) else "cut off while recorded"
+            log.info("deleting run %s (%s): %s; measuring the point again", stale.info.run_id, stale.info.run_name, why)
+            self.client.delete_run(stale.info.run_id)
         return None
 
+    @bounded
+    def upload(self, point: PointRecord, parent_id: str | None) -> str:
+        """Create the point's run with everything in it, terminated last, so a run cut off half-way stays
+        RUNNING and is replaced by the next attempt."""
+        tags = {**point.tags, **({record.PARENT_RUN: parent_id} if parent_id else {})}
+        run = self.client.create_run(self.experiment_id, start_time=point.start_ms, tags=tags, run_name=point.name)
+        run_id = run.info.run_id
+        self.client.log_batch(run_id, metrics=[Metric(k, v, point.end_ms, 0) for k, v in point.metrics.items()],
+                              params=[Param(k, v[:6000]) for k, v in point.params.items()])
+        if point.artifacts:
+            with tempfile.TemporaryDirectory() as folder:
+                for name, content in point.artifacts.items():
+                    (Path(folder) / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+                self.client.log_artifacts(run_id, folder)
+        self.client.set_terminated(run_id, point.run_status, end_time=point.end_ms)
+        return run_id
+
+    @bounded
     def upload_once(self, point: PointRecord, parent_id: str | None) -> tuple[str, bool]:
-        """The point's run, uploaded unless a complete run with its ``bench.point_id`` is already there;
-        a run cut off half-way by an earlier attempt is deleted first. Returns (run id, uploaded now)."""
-        existing = self.client.search_runs([self.experiment_id], f"tags.`bench.point_id` = '{point.point_id}'")
-        complete = [run for run in existing if run.info.status in COMPLETE]
+        """The point's run, uploaded unless a complete run with its ``bench.point_id`` is there already; a run
+        cut off half-way by an earlier attempt is deleted first. (run id, uploaded now)."""
+        existing = self.client.search_runs([self.experiment_id], f"tags.`{record.POINT_ID}` = '{point.point_id}'")
+        complete = [run for run in existing if run.info.status in record.TERMINATED]
         if complete:
             return complete[0].info.run_id, False
         for partial in existing:
@@ -363,29 +426,13 @@ class Tracker:
         return self.upload(point, parent_id), True
 
 
-def _auth_message(uri: str, status: int) -> str:
-    if status == 403:
-        return (f"tracking server {uri} refused the user in MLFLOW_TRACKING_USERNAME (HTTP 403): "
-                "it needs permission to use the experiment")
-    if not os.environ.get("MLFLOW_TRACKING_USERNAME"):
-        return (f"tracking server {uri} requires a login (HTTP 401): set MLFLOW_TRACKING_USERNAME and "
-                "MLFLOW_TRACKING_PASSWORD")
-    return (f"tracking server {uri} rejected the login (HTTP 401): check MLFLOW_TRACKING_USERNAME and "
-            "MLFLOW_TRACKING_PASSWORD")
+def link(uri: str, experiment_id: str, parent_id: str | None = None) -> str:
+    """The address that opens a sweep's runs in the MLflow UI's model-training view.
 
-
-def error_line(exc: BaseException) -> str:
-    """The first line of an error, short enough for a log line; its end (the cause) is kept."""
-    line = (str(exc).splitlines() or [type(exc).__name__])[0]
-    return line if len(line) <= 300 else f"{line[:140]} ... {line[-150:]}"
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _csv(values: list[float]) -> str:
-    out = io.StringIO()
-    out.write("latency_ms\n")
-    out.writelines(f"{v:.6f}\n" for v in values)
-    return out.getvalue()
+    For a local store it is the address of ``mlflow ui`` on its default port; for a server, the server's.
+    """
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    query = "workflowType=machine_learning"
+    if parent_id:
+        query += "&" + urllib.parse.urlencode({"searchFilter": f"tags.`{record.PARENT_RUN}` = '{parent_id}'"})
+    return f"{redact(base)}/#/experiments/{experiment_id}/runs?{query}"

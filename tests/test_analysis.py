@@ -1,5 +1,6 @@
-"""The blog's numbers, logged through the suite's own Tracker into a real MLflow store, come back
-out of analysis/ cell for cell; Nano's INT8 is a marked cell with its reason; devices line up."""
+"""The blog's numbers, recorded as measurements through the suite's own record and store code into a real
+MLflow store, come back out of analysis/ cell for cell; Nano's INT8 is a marked cell with its reason; devices
+line up."""
 from __future__ import annotations
 
 import io
@@ -12,13 +13,12 @@ import pytest
 from analysis import (Selection, aggregate, blog_table, build_report, cross_device_table, load_latencies, load_runs,
                       series)
 from analysis.render import render, table_markdown, table_text
-from analysis.select import redact
 from analysis.report import main
 from analysis.tables import sig
-from bench.config import TrackingConfig
-from bench.errors import ConfigError
-from bench.point import FAILED, OK, SKIPPED, PointResult
-from bench.tracking import Tracker
+from bench.measure.errors import ConfigError
+from bench.record import FAILED, OK, SKIPPED
+from bench.tracking import Store, redact
+from synthetic import measurement, record_sweep, tracking
 
 CLS = ["resnet18", "resnet34", "resnet50"]
 SEG = ["fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101"]
@@ -44,64 +44,44 @@ H100_TAGS = {"device.kind": "cuda", "device.name": "NVIDIA H100 80GB HBM3", "dev
 S256, S512 = "1x3x256x256", "1x3x512x512"
 
 
-def log_point(tracker: Tracker, parent: str, device: dict, model: str, backend: str, precision: str, size: int,
-              median: float | None = None, raw: float | None = None, status: str = OK, reason: str = "") -> str:
-    """One point as run.py records it: the same Tracker.record, params and metric names."""
-    task = "segmentation" if model in SEG else "classification"
-    params = {"model": model, "model.task": task, "backend": backend, "backend.requested": backend,
-              "precision": precision, "input.height": str(size), "input.width": str(size), "input.batch_size": "1",
-              "input.shape": f"1x3x{size}x{size}", "device": "cuda:0"}
-    result = PointResult(status=status, reason=reason)
-    if status == OK:
-        raw = raw if raw is not None else median
-        agreement = "acc_top1_agreement" if task == "classification" else "acc_pixel_agreement"
-        result.metrics = {"latency_ms_median": median, "latency_ms_mean": median * 1.01, "raw_latency_ms_median": raw,
-                          "speedup": raw / median, "convert_s": 10.0 + median, "convert_cache_hit": 0.0,
-                          "acc_rel_l2_err": 1e-3 if precision == "int8" else 1e-6, agreement: 0.99, "iterations": 3}
-        result.params = {"timing.method": "cuda_event", "timing.latency": "device compute per call, input resident"}
-        result.latencies_ms = [median * 0.97, median, median * 1.05]
-        result.raw_latencies_ms = [raw, raw * 1.02]
-    tags = {**device, "bench.commit": "test"}
-    return tracker.record(f"{model}/{precision}/{backend}/{size}", params, tags, result, "seed: true\n", parent)
+def point(device: dict, model: str, backend: str, precision: str, size: int, median: float | None = None,
+          raw: float | None = None, status: str = OK, reason: str = "") -> dict:
+    made = measurement(device, model, backend, precision, size, median, raw, status, reason)
+    time.sleep(0.002)  # distinct start times: "newest" means something
+    return made
 
 
 @pytest.fixture(scope="module")
 def seed_store(tmp_path_factory) -> str:
     folder = tmp_path_factory.mktemp("seed")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    tracker = Tracker(TrackingConfig(uri=uri))
-
-    def sweep(name: str, device: dict) -> str:
-        return tracker.parent_run(name, folder / name, {**device, "bench.commit": "test"})
-
-    xavier = sweep("xavier", XAVIER)
+    xavier = []
     for models, size, blog in ((CLS, 256, XAVIER_CLS), (SEG, 512, XAVIER_SEG)):
         raws = [float(v) for v in blog["Raw"]]
         for model, raw in zip(models, raws):
-            log_point(tracker, xavier, XAVIER, model, "pytorch", "fp32", size, raw)
+            xavier.append(point(XAVIER, model, "pytorch", "fp32", size, raw))
         for precision in ("fp32", "fp16", "int8"):
             for model, raw, value in zip(models, raws, blog[precision.upper()]):
                 if (model, precision) == ("resnet18", "fp16"):  # two older repeats: 2.5 and 2.3 ms
                     for older in (2.5, 2.3):
-                        log_point(tracker, xavier, XAVIER, model, "torch2trt", precision, size, older, raw)
-                        time.sleep(0.01)
-                log_point(tracker, xavier, XAVIER, model, "torch2trt", precision, size, float(value), raw)
-    tracker.close_parent(xavier)
+                        xavier.append(point(XAVIER, model, "torch2trt", precision, size, older, raw))
+                xavier.append(point(XAVIER, model, "torch2trt", precision, size, float(value), raw))
+    record_sweep(uri, "xavier", xavier)
 
-    nano = sweep("nano", NANO)
+    nano = []
     for model, raw, fp32, fp16 in zip(CLS, *NANO_CLS.values()):
-        log_point(tracker, nano, NANO, model, "pytorch", "fp32", 256, float(raw))
-        log_point(tracker, nano, NANO, model, "torch2trt", "fp32", 256, float(fp32), float(raw))
-        log_point(tracker, nano, NANO, model, "torch2trt", "fp16", 256, float(fp16), float(raw))
-        log_point(tracker, nano, NANO, model, "torch2trt", "int8", 256, status=SKIPPED, reason=NANO_INT8_REASON)
-    tracker.close_parent(nano)
+        nano += [point(NANO, model, "pytorch", "fp32", 256, float(raw)),
+                 point(NANO, model, "torch2trt", "fp32", 256, float(fp32), float(raw)),
+                 point(NANO, model, "torch2trt", "fp16", 256, float(fp16), float(raw)),
+                 point(NANO, model, "torch2trt", "int8", 256, status=SKIPPED, reason=NANO_INT8_REASON)]
+    record_sweep(uri, "nano", nano)
 
-    h100 = sweep("h100", H100_TAGS)
+    h100 = []
     for precision, values in H100.items():
         for model, raw, value in zip(CLS, H100_RAW, values):
-            log_point(tracker, h100, H100_TAGS, model, "torch2trt", precision, 256, value, raw)
-    log_point(tracker, h100, H100_TAGS, "resnet50", "torch2trt", "bf16", 256, status=FAILED, reason=BF16_ERROR)
-    tracker.close_parent(h100)
+            h100.append(point(H100_TAGS, model, "torch2trt", precision, 256, value, raw))
+    h100.append(point(H100_TAGS, "resnet50", "torch2trt", "bf16", 256, status=FAILED, reason=BF16_ERROR))
+    record_sweep(uri, "h100", h100)
     return uri
 
 
@@ -215,9 +195,9 @@ def test_formats(report):
     text = report.render("text")
     assert "52 run(s) -> 50 point(s): 46 ok, 3 skipped, 1 failed; repeated points: newest run." in text
     csv_table = by_key(report, "latency_jetson-xavier-nx_256")
-    frame = pd.read_csv(io.StringIO(render([csv_table], "csv")), comment="#", index_col=0)
+    frame = pd.read_csv(io.StringIO(render([csv_table], "csv")), skiprows=1, index_col=0)
     assert frame.loc["INT8", "resnet50"] == 3.0
-    assert "# Jetson Nano Developer Kit" in csv
+    assert "Jetson Nano Developer Kit: median latency" in csv and "#" not in csv
     # Aligned text: every body line of a table has the same width as its header.
     lines = table_text(csv_table).splitlines()
     assert len({len(line) for line in lines[2:7]}) == 1
@@ -275,6 +255,6 @@ def test_unreachable_or_missing_store_is_one_line(tmp_path, capsys):
 def test_empty_store_and_empty_time_range(seed_store, tmp_path, capsys):
     assert main(["--tracking-uri", seed_store, "--until", "2001-01-01"]) == 2
     assert "no grid-point runs in experiment 'trt-bench', until 2001-01-01" in capsys.readouterr().err
-    Tracker(TrackingConfig(uri=f"sqlite:///{tmp_path / 'empty.db'}"))  # the experiment, no runs
+    Store(tracking(f"sqlite:///{tmp_path / 'empty.db'}"))  # the experiment, no runs
     assert main(["--tracking-uri", f"sqlite:///{tmp_path / 'empty.db'}", "--latest"]) == 2
     assert "has no sweep" in capsys.readouterr().err

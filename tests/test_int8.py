@@ -2,25 +2,21 @@
 import onnx
 from onnx import TensorProto
 
-from conftest import runs
+from conftest import SMALL, measure_here
 
 
-def test_int8_model_is_quantized_and_agrees_with_fp32(make_cfg, store):
-    from bench.runner import run_point
-
-    result = run_point(make_cfg("backend=onnxruntime", "precision=int8", "input.batch_size=4", "accuracy.batches=4",
-                                "calibration.num_batches=8"))
-    assert result.status == "ok", result.reason
-    path = result.params["backend.onnx_path"]
-    graph = onnx.load(path).graph
+def test_int8_model_is_quantized_and_agrees_with_fp32(cache_dir):
+    measured = measure_here(*SMALL, "backend=onnxruntime", "precision=int8", "input.batch_size=4",
+                            "accuracy.batches=4", "calibration.num_batches=8", f"cache_dir={cache_dir}")
+    assert measured["status"] == "ok", measured["reason"]
+    graph = onnx.load(measured["details"]["backend.onnx_path"]).graph
     ops = [node.op_type for node in graph.node]
     assert ops.count("QuantizeLinear") >= 20, "activations are not quantized"
     conv_weights = [t for t in graph.initializer if t.data_type == TensorProto.INT8 and len(t.dims) == 4]
     assert len(conv_weights) >= 20, "convolution weights are not int8"
-    assert float(result.params["backend.quantized_ops"]) == ops.count("QuantizeLinear")
-    m = result.metrics
+    assert measured["details"]["backend.quantized_ops"] == ops.count("QuantizeLinear")
+    m = measured["metrics"]
     assert m["acc_top1_agreement"] >= 0.75  # 16 images
     assert 0.0 < m["acc_rel_l2_err"] < 0.3  # int8 error is real but bounded
-    (run,) = runs(store)
-    assert run.data.params["calibration.source"] == "random normal, seed 1234"
-    assert run.data.params["calibration.num_batches"] == "8"
+    assert measured["details"]["calibration.source"] == "random normal, seed 1234"
+    assert measured["plan"]["backend"]["quant_format"] == "QDQ"

@@ -27,6 +27,7 @@ def test_submitit_local_runs_a_sweep_as_parallel_jobs_into_one_fresh_sqlite_stor
     assert sorted(c.info.run_name for c in children) == ["resnet18/fp32/pytorch/64", "resnet18/fp32/pytorch/64/b2"]
     assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
     assert all(c.data.tags["bench.status"] == "ok" for c in children)
+    assert parent.info.status == "FINISHED"
 
 
 def test_slurm_launcher_asks_for_one_gpu_per_job(tmp_path):
@@ -34,9 +35,9 @@ def test_slurm_launcher_asks_for_one_gpu_per_job(tmp_path):
     submitit's own sbatch writer, which is what a cluster would be sent."""
     from submitit.slurm import slurm
 
-    from bench.runner import register
+    from bench.config import register_configs
 
-    register()
+    register_configs()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
                       return_hydra_config=True)

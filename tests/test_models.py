@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -7,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.config import ModelConfig
-from bench.errors import ConfigError
-from bench.models import CLASSIFICATION, SEGMENTATION, build_model, model_spec
+from bench.measure.errors import ConfigError
+from bench.measure.models import CLASSIFICATION, SEGMENTATION, build_model, check_state_dict, model_spec
+
+MODEL = {"name": "resnet18", "weights": "random", "bn_recalibration_batches": 8}
 
 
 def test_blog_models_have_blog_sizes_and_other_torchvision_models_are_accepted():
@@ -26,8 +28,8 @@ def test_batchnorm_reestimation_keeps_random_resnet101_finite_in_fp16():
     x = torch.randn(2, 3, 64, 64)
     outputs = {}
     for batches in (0, 8):
-        model = build_model(ModelConfig(name="fcn_resnet101", bn_recalibration_batches=batches), 64, 64,
-                            torch.device("cpu"), seed=0)
+        model = build_model({"name": "fcn_resnet101", "weights": "random", "bn_recalibration_batches": batches}, 64,
+                            64, torch.device("cpu"), seed=0)
         with torch.no_grad():
             outputs[batches] = model.half()(x.half())
     assert not torch.isfinite(outputs[0]).all()
@@ -35,27 +37,40 @@ def test_batchnorm_reestimation_keeps_random_resnet101_finite_in_fp16():
 
 
 def test_each_point_builds_a_fresh_model():
-    a = build_model(ModelConfig(name="resnet18"), 64, 64, torch.device("cpu"), seed=0)
-    b = build_model(ModelConfig(name="resnet18"), 64, 64, torch.device("cpu"), seed=0)
+    a = build_model(MODEL, 64, 64, torch.device("cpu"), seed=0)
+    b = build_model(MODEL, 64, 64, torch.device("cpu"), seed=0)
     assert torch.equal(a.conv1.weight, b.conv1.weight)  # same seed, same weights
     a.half()
     assert next(b.parameters()).dtype == torch.float32
 
 
-def test_suite_commit_outside_a_checkout_is_unknown_or_named(tmp_path, monkeypatch):
-    import shutil
+def test_a_state_dict_for_another_architecture_is_one_line():
+    state = build_model({**MODEL, "name": "resnet34"}, 64, 64, torch.device("cpu"), seed=0).state_dict()
+    with pytest.raises(ConfigError) as error:
+        check_state_dict("resnet18", CLASSIFICATION, state, "r34.pt")
+    message = str(error.value)
+    assert "\n" not in message and message.startswith("model.weights: 'r34.pt' is not a state dict for resnet18")
+    assert "unexpected key(s), e.g. layer1.2." in message
 
-    from bench import fingerprint
+
+def test_suite_commit_outside_a_checkout_is_unknown_or_named(tmp_path):
+    from bench import record
 
     copy = tmp_path / "bench"
-    shutil.copytree(Path(fingerprint.__file__).parent, copy)
-    script = "import json, bench.fingerprint as f; print(json.dumps(f.suite_commit()))"
+    shutil.copytree(Path(record.__file__).parent, copy)
+    script = "import json, bench.record as r; print(json.dumps(r.suite_commit()))"
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "GIT_CEILING_DIRECTORIES": str(tmp_path.parent)}
     env.pop("BENCH_COMMIT", None)
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=tmp_path)
-    assert json.loads(out.stdout) == {"bench.commit": "unknown"}
+    assert json.loads(out.stdout) == "unknown", out.stderr
     env["BENCH_COMMIT"] = "abc1234"
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=tmp_path)
-    assert json.loads(out.stdout) == {"bench.commit": "abc1234"}
-    here = fingerprint.suite_commit()
-    assert len(here["bench.commit"]) == 40 and here["bench.commit_dirty"] in {"true", "false"}
+    assert json.loads(out.stdout) == "abc1234"
+    # The tree these tests run in: a checkout (commit, "-dirty" with local changes) or a source tarball.
+    in_checkout = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(record.__file__).parent,
+                                 capture_output=True).returncode == 0
+    here = record.suite_commit()
+    if in_checkout:
+        assert len(here.removesuffix("-dirty")) == 40
+    else:
+        assert here == os.environ.get("BENCH_COMMIT", "unknown")

@@ -1,5 +1,5 @@
 """The nightly job as a scheduler runs it: its recipes parse with real tools, the device lock holds across
-processes (and dies with them), and ``python -m bench.nightly`` sweeps, resumes, checks and reports."""
+processes (and dies with them), and ``python nightly.py`` sweeps, resumes, checks and reports."""
 from __future__ import annotations
 
 import configparser
@@ -20,21 +20,19 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from bench.config import TrackingConfig
 from bench.lock import LockBusy, device_lock
-from bench.nightly import main, parser, plan
-from bench.point import OK, PointResult
-from bench.tracking import Tracker
-from conftest import ROOT, SMALL, runs
+from conftest import ROOT, SMALL, parents, points
+from nightly import main, parser, plan
+from synthetic import measurement, record_sweep
 
 DEPLOY = ROOT / "deploy"
 WORKFLOW = ROOT / ".github" / "workflows" / "nightly.yml"
 
 
 def nightly_args(command: str) -> list[str]:
-    """The arguments a recipe gives ``python -m bench.nightly``."""
+    """The arguments a recipe gives ``python nightly.py``."""
     words = shlex.split(command.replace(";", " ; "))
-    start = words.index("bench.nightly") + 1
+    start = next(i for i, w in enumerate(words) if w.endswith("nightly.py")) + 1
     end = next((i for i, w in enumerate(words[start:], start) if w in (";", "}", "&&", ">>")), len(words))
     return words[start:end]
 
@@ -102,7 +100,7 @@ def test_github_workflow_runs_on_the_gpu_runner_nightly_and_by_hand():
     commands = [step["run"] for step in job["steps"] if "run" in step]
     for command in commands:
         assert subprocess.run(["bash", "-n", "-c", command], capture_output=True).returncode == 0, command
-    (nightly,) = [c for c in commands if "bench.nightly" in c]
+    (nightly,) = [c for c in commands if "nightly.py" in c]
     check_nightly_args([a for a in nightly_args(nightly) if a != "$OVERRIDES"])
 
 
@@ -138,9 +136,9 @@ def test_the_device_lock_excludes_a_second_holder_and_dies_with_its_process(tmp_
 
 
 def nightly(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    """``python -m bench.nightly`` as cron or systemd runs it."""
-    return subprocess.run([sys.executable, "-m", "bench.nightly", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    """``python nightly.py`` as cron or systemd runs it."""
+    return subprocess.run([sys.executable, str(ROOT / "nightly.py"), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def test_a_second_nightly_on_a_locked_device_exits_4_at_once(tmp_path, store):
@@ -149,12 +147,12 @@ def test_a_second_nightly_on_a_locked_device_exits_4_at_once(tmp_path, store):
                        cwd=tmp_path)
     assert proc.returncode == 4, proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines()[-1].startswith("error: device cpu is locked by another nightly (pid ")
-    assert not (tmp_path / "multirun").exists() and not (tmp_path / "mlflow.db").exists()
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 @pytest.mark.parametrize("args, message", [
     (["model=resnet181"], "Could not find 'model/resnet181'"),
-    (["hydra.sweep.dir=/tmp/x"], "use --sweep-dir instead"),
+    (["label=mine"], "the nightly command sets label; use --date instead"),
     (["device=cpu,cuda"], "one nightly times one device"),
     (["--date", "24.11.2026"], "--date '24.11.2026' is not a date"),
     (["--threshold", "-1"], "threshold=-0.01 must be a fraction >= 0"),
@@ -167,60 +165,54 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
 
 
 def seed_history(uri: str, child, nights: int, factor: float) -> None:
-    """``nights`` earlier nightlies of the real run's point (same device, host, model, input), ``factor``
-    times its latency, logged through the Tracker as run.py logs them, each a day before the next."""
-    tracker = Tracker(TrackingConfig(uri=uri, kind="nightly"))
-    tags = {k: v for k, v in child.data.tags.items() if k.startswith(("device.", "host.", "cpu.", "bench.commit"))}
+    """``nights`` earlier nightlies of the real run's point (same device, host, model, input), ``factor`` times
+    its latency, recorded as measurements through the real record and store code, each a day before the next."""
+    tags = {k: v for k, v in child.data.tags.items() if k.startswith(("device.", "host.", "cpu."))}
     median = child.data.metrics["latency_ms_median"] * factor
     rng = np.random.default_rng(0)
+    model, precision, backend, size = child.info.run_name.split("/")
     for night in range(nights, 0, -1):
         when = datetime.fromtimestamp(child.info.start_time / 1000, timezone.utc) - timedelta(days=night)
-        ref = tracker.sweep_ref(f"seed-{night}", Path(f"/multirun/nightly/cpu/{when:%Y-%m-%d}"), tags)
-        parent = tracker.find_parent(ref, start_ms=int(when.timestamp() * 1000))
+        start_ms = int(when.timestamp() * 1000)
         value = median * (1 + rng.uniform(-0.01, 0.01))
-        result = PointResult(status=OK, metrics={"latency_ms_median": value, "raw_latency_ms_median": value,
-                                                 "acc_top1_agreement": 1.0, "acc_rel_l2_err": 0.0,
-                                                 "acc_nonfinite": 0.0})
-        point = tracker.point_record(child.info.run_name, dict(child.data.params), tags, result, "seed: 0\n", ref)
-        point.time_ms = int(when.timestamp() * 1000) + 1000
-        tracker.upload(point, parent)
-        tracker.close_parent(parent)
+        made = measurement(tags, model, backend, precision, int(size), value, value, start_ms=start_ms + 1000,
+                           agreement=1.0, rel_err=0.0)
+        record_sweep(uri, f"seed-{night}", [made], kind="nightly", started_ms=start_ms)
 
 
 @pytest.mark.slow
 def test_nightly_sweeps_checks_reports_and_resumes(tmp_path, store, cache_dir):
     args = ("--lock-dir", str(tmp_path / "locks"), "--date", "2026-11-24", *SMALL, "backend=pytorch",
             "precision=fp32", "device=cpu", f"tracking.uri={store}", f"cache_dir={cache_dir}")
-    first = nightly(*args, cwd=tmp_path)
+    first = nightly(*args, "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "no baseline yet" in first.stdout and "Exit status 0 (all well)" in first.stdout, first.stdout
-    for step in ("step 1/3: sweep 2026-11-24 on cpu", "step 2/3: regression check", "step 3/3: report"):
+    for step in ("step 1/2: sweep 2026-11-24 on cpu", "step 2/2: regression check"):
         assert step in first.stderr
-    all_runs = runs(store)
-    (parent,) = [r for r in all_runs if r.data.tags["bench.role"] == "parent"]
-    (child,) = [r for r in all_runs if r.data.tags["bench.role"] == "point"]
+    (parent,), (child,) = parents(store), points(store)
     for run in (parent, child):
-        assert run.data.tags["bench.kind"] == "nightly" and run.data.tags["bench.date"] == "2026-11-24"
-        assert run.data.tags["bench.commit"]
-    assert parent.info.run_name == "nightly 2026-11-24"
+        assert run.data.tags["bench.kind"] == "nightly" and run.data.tags["bench.commit"]
+    assert parent.info.run_name == "nightly-2026-11-24" and parent.data.tags["bench.label"] == "nightly-2026-11-24"
     assert parent.data.tags["nightly.status"] == "no baseline"
     client = MlflowClient(store)
-    attached = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
-    assert {"report/report.md", "report/regressions.md", "report/regressions.txt"} <= attached
-    assert (tmp_path / "multirun" / "nightly" / "cpu" / "2026-11-24" / "report" / "report.html").is_file()
+    attached = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"report", "regressions"} <= attached
+    assert {"regressions/regressions.md", "regressions/regressions.txt"} <= {
+        a.path for a in client.list_artifacts(parent.info.run_id, "regressions")}
+    assert (tmp_path / "out" / "report" / "report.html").is_file()
+    assert (tmp_path / "out" / "regressions" / "regressions.md").is_file()
 
     # Three earlier nights at a third of tonight's latency: tonight is 3x slower. Run the same night again:
-    # the sweep resumes (the point is not measured twice) and the check flags the point and its raw series.
+    # the sweep continues (the point is not measured twice) and the check flags the point and its raw series.
     seed_history(store, child, 3, 1 / 3)
     second = nightly(*args, cwd=tmp_path)
     assert second.returncode == 1, second.stderr[-3000:]
-    assert "already recorded in this sweep" in second.stderr + second.stdout
+    assert "already recorded in this sweep" in second.stderr
     assert "Regressions (2)" in second.stdout and "Exit status 1 (regression)" in second.stdout, second.stdout
     assert f"resnet18/fp32/pytorch/64 on {child.data.tags['device.label']} ({socket.gethostname()})" in second.stdout
     assert re.search(r" \+(19|20)\d\.\d% +robust z \+", second.stdout), second.stdout  # about +200 %
-    tonight = [r for r in runs(store) if r.data.tags.get("bench.sweep_id") == child.data.tags["bench.sweep_id"]
-               and r.data.tags["bench.role"] == "point"]
+    tonight = [r for r in points(store) if r.data.tags.get("bench.sweep_id") == child.data.tags["bench.sweep_id"]]
     assert [r.info.run_id for r in tonight] == [child.info.run_id]
     assert client.get_run(parent.info.run_id).data.tags["nightly.regressions"] == "2"
-    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "report/regressions")}
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "regressions/plots")}
     assert len(plots) == 2 and all(p.endswith(".png") for p in plots)

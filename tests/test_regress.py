@@ -5,19 +5,19 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from analysis import Selection
-from analysis.regress import (ACCURACY, FASTER, MISSING, NEW_FAILURE, NOISE, SLOWER, Rules, check_regressions,
-                              latency_verdict, main, nightly_points)
+from analysis.judge import (ACCURACY, FASTER, MISSING, NEW_FAILURE, NOISE, SLOWER, Rules, latency_verdict,
+                            nightly_points)
+from analysis.regress import check_regressions, main
 from analysis.select import load_runs
-from bench.config import TrackingConfig
-from bench.errors import ConfigError
-from bench.point import FAILED, OK, PointResult
-from bench.tracking import Tracker
+from bench.measure.errors import ConfigError
+from bench.record import FAILED
+from bench.tracking import Store
+from synthetic import measurement, record_sweep, tracking
 
 XAVIER = {"device.kind": "cuda", "device.name": "Xavier", "device.label": "Jetson Xavier NX", "device.cc": "7.2",
           "host.name": "xavier-01", "bench.commit": "test"}
@@ -33,37 +33,27 @@ RAW_MS = {"resnet18": 11.0, "resnet50": 16.0, "fcn_resnet50": 200.0}
 START = datetime(2026, 11, 1, 1, 30, tzinfo=timezone.utc)
 
 
-def log_nightly(tracker: Tracker, night: int, device: dict, values: dict[str, float],
+def log_nightly(uri: str, night: int, device: dict, values: dict[str, float],
                 failed: dict[str, str] | None = None, agreement: dict[str, float] | None = None,
                 rng: np.random.Generator | None = None) -> str:
     """One nightly as run.py records it (parent run + one run per point), dated ``night`` days after START."""
     rng = rng or np.random.default_rng(night)
     start_ms = int((START + timedelta(days=night)).timestamp() * 1000)
-    folder = Path(f"/multirun/nightly/{device['host.name']}/{(START + timedelta(days=night)):%Y-%m-%d}")
-    ref = tracker.sweep_ref(f"{device['host.name']}-{night}", folder, device)
-    parent = tracker.find_parent(ref, start_ms=start_ms)
+    made = []
     for i, (name, median) in enumerate(values.items()):
         model, backend, precision, size, _, _ = SERIES[name]
-        task = "segmentation" if model.startswith("fcn") else "classification"
-        params = {"model": model, "model.task": task, "backend": backend, "backend.requested": "auto",
-                  "precision": precision, "input.shape": f"1x3x{size}x{size}", "device": "cuda:0"}
+        when = start_ms + 1000 * (i + 1)
         if name in (failed or {}):
-            result = PointResult(status=FAILED, reason=failed[name], error=f"Traceback ...\n{failed[name]}\n")
-        else:
-            raw = RAW_MS[model] * (1 + rng.uniform(-0.03, 0.03))
-            share = (agreement or {}).get(name, 0.99)
-            metric = "acc_top1_agreement" if task == "classification" else "acc_pixel_agreement"
-            result = PointResult(status=OK, metrics={
-                "latency_ms_median": median, "raw_latency_ms_median": raw, "speedup": raw / median,
-                metric: share, "acc_rel_l2_err": 1e-2 if precision == "int8" else 1e-3, "acc_nonfinite": 0.0},
-                params={"timing.method": "cuda_event"},
-                latencies_ms=list(median * (1 + rng.normal(0, 0.01, 30))),
-                raw_latencies_ms=list(raw * (1 + rng.normal(0, 0.01, 30))))
-        point = tracker.point_record(f"{model}/{precision}/{backend}/{size}", params, device, result, "seed: 0\n", ref)
-        point.time_ms = start_ms + 1000 * (i + 1)
-        tracker.upload(point, parent)
-    tracker.close_parent(parent)
-    return parent
+            made.append(measurement(device, model, backend, precision, size, status=FAILED, reason=failed[name],
+                                    start_ms=when, requested="auto"))
+            continue
+        raw = RAW_MS[model] * (1 + rng.uniform(-0.03, 0.03))
+        made.append(measurement(device, model, backend, precision, size, median, raw, start_ms=when,
+                                agreement=(agreement or {}).get(name, 0.99),
+                                rel_err=1e-2 if precision == "int8" else 1e-3, requested="auto",
+                                samples=list(median * (1 + rng.normal(0, 0.01, 30))),
+                                raw_samples=list(raw * (1 + rng.normal(0, 0.01, 30)))))
+    return record_sweep(uri, f"{device['host.name']}-{night}", made, kind="nightly", started_ms=start_ms)
 
 
 def noisy(night: int, names=tuple(SERIES), spread: float | None = None) -> dict[str, float]:
@@ -73,11 +63,9 @@ def noisy(night: int, names=tuple(SERIES), spread: float | None = None) -> dict[
             for n in names}
 
 
-def history(uri: str, nights: int = 10, device: dict = XAVIER) -> Tracker:
-    tracker = Tracker(TrackingConfig(uri=uri, kind="nightly"))
+def history(uri: str, nights: int = 10, device: dict = XAVIER) -> None:
     for night in range(nights):
-        log_nightly(tracker, night, device, noisy(night))
-    return tracker
+        log_nightly(uri, night, device, noisy(night))
 
 
 @pytest.fixture(scope="module")
@@ -85,13 +73,13 @@ def step_store(tmp_path_factory) -> str:
     """Ten noisy nightlies; then resnet18 fp16 20 % slower and resnet50 fp16 20 % faster. The second board's
     resnet18 is twice as slow all along and unchanged: mixed into the first board's history it would shift it."""
     uri = f"sqlite:///{tmp_path_factory.mktemp('step') / 'mlflow.db'}"
-    tracker = history(uri)
+    history(uri)
     for night in range(11):
-        log_nightly(tracker, night, XAVIER_2, {"r18_fp16": 4.2 * (1 + 0.03 * math.sin(night))})
+        log_nightly(uri, night, XAVIER_2, {"r18_fp16": 4.2 * (1 + 0.03 * math.sin(night))})
     newest = noisy(10)
     newest["r18_fp16"] = SERIES["r18_fp16"][4] * 1.20
     newest["r50_fp16"] = SERIES["r50_fp16"][4] * 0.80
-    log_nightly(tracker, 10, XAVIER, newest)
+    log_nightly(uri, 10, XAVIER, newest)
     return uri
 
 
@@ -100,11 +88,10 @@ def noise_store(tmp_path_factory) -> str:
     """Eleven nightlies of pure noise: a quiet series at ±3 %, and a noisy one at ±10 % whose newest value is
     7 % slower, above the 5 % threshold but well within its own spread (baseline median -0.5 %, robust sd 10 %)."""
     uri = f"sqlite:///{tmp_path_factory.mktemp('noise') / 'mlflow.db'}"
-    tracker = Tracker(TrackingConfig(uri=uri, kind="nightly"))
     spread = [-0.10, 0.08, -0.06, 0.09, -0.02, 0.05, -0.09, 0.01, -0.04, 0.10]
     for night in range(10):
-        log_nightly(tracker, night, XAVIER, {**noisy(night, ("r18_fp16",)), "fcn_fp16": 36.0 * (1 + spread[night])})
-    log_nightly(tracker, 10, XAVIER, {**noisy(10, ("r18_fp16",)), "fcn_fp16": 36.0 * 1.07})
+        log_nightly(uri, night, XAVIER, {**noisy(night, ("r18_fp16",)), "fcn_fp16": 36.0 * (1 + spread[night])})
+    log_nightly(uri, 10, XAVIER, {**noisy(10, ("r18_fp16",)), "fcn_fp16": 36.0 * 1.07})
     return uri
 
 
@@ -113,8 +100,8 @@ def failing_store(tmp_path_factory) -> str:
     """Ten good nightlies; then resnet50 fp16 fails, resnet18 int8 agreement drops from 99 % to 95 %, and the
     fcn point is no longer in the grid."""
     uri = f"sqlite:///{tmp_path_factory.mktemp('failing') / 'mlflow.db'}"
-    tracker = history(uri)
-    log_nightly(tracker, 10, XAVIER, noisy(10, ("r18_fp16", "r18_int8", "r50_fp16")),
+    history(uri)
+    log_nightly(uri, 10, XAVIER, noisy(10, ("r18_fp16", "r18_int8", "r50_fp16")),
                 failed={"r50_fp16": "RuntimeError: engine build failed: out of memory"}, agreement={"r18_int8": 0.95})
     return uri
 
@@ -214,17 +201,16 @@ def test_an_older_nightly_is_judged_against_the_nightlies_before_it(step_store):
 
 def test_no_history_yet_is_exit_0_with_no_baseline(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    Tracker(TrackingConfig(uri=uri))  # a store with the experiment and no nightly yet
+    Store(tracking(uri))  # a store with the experiment and no nightly yet
     assert main(["--tracking-uri", uri]) == 0
     out = capsys.readouterr().out
     assert "No nightly runs yet in experiment 'trt-bench'" in out and "no baseline yet" in out
 
-    tracker = Tracker(TrackingConfig(uri=uri, kind="nightly"))
-    log_nightly(tracker, 0, XAVIER, noisy(0))  # the first nightly: nothing to compare with
+    log_nightly(uri, 0, XAVIER, noisy(0))  # the first nightly: nothing to compare with
     result = check_regressions(Selection(kind="nightly"), uri)
     assert result.status == "no baseline" and result.exit_code == 0 and result.findings == []
     assert "none (this is its first nightly): no baseline yet" in result.render()
-    log_nightly(tracker, 1, XAVIER, noisy(1))  # the second: status is compared, latency needs 3 nightlies
+    log_nightly(uri, 1, XAVIER, noisy(1))  # the second: status is compared, latency needs 3 nightlies
     result = check_regressions(Selection(kind="nightly"), uri)
     assert result.exit_code == 0 and result.compared == 0 and len(result.no_baseline) == 4 + 3
 

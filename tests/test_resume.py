@@ -1,5 +1,5 @@
-"""Resume: a sweep killed with SIGKILL in the middle of a point, run again with the same sweep folder,
-measures only what it had not recorded, and ends with each point recorded exactly once."""
+"""Resume: the same command, run again after its sweep was interrupted, finishes that sweep, measuring only
+what it had not recorded; run again after the sweep finished, it starts a new one."""
 from __future__ import annotations
 
 import os
@@ -12,12 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, SMALL, run_cli, runs
-from test_server import free_port
-
-
-def points(store: str) -> list:
-    return [r for r in runs(store) if r.data.tags.get("bench.role") == "point"]
+from conftest import ROOT, SMALL, free_port, parents, points, run_cli
 
 
 def wait_for(condition, log: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
@@ -29,84 +24,83 @@ def wait_for(condition, log: Path, proc: subprocess.Popen, timeout: float = 300)
 
 
 @pytest.mark.slow
-def test_a_sweep_killed_mid_point_resumes_and_records_each_point_once(tmp_path, cache_dir):
+def test_the_same_command_after_kill_9_resumes_and_records_each_point_once(tmp_path, cache_dir):
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    # Three points in this order: fp32 and fp16 are measured (seconds each), int8 is skipped on pytorch.
-    args = ["-m", *SMALL, "backend=pytorch", "precision=fp32,fp16,int8", f"tracking.uri={store}",
-            f"cache_dir={cache_dir}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    # Three points in this order: fp32 and bf16 are measured (4 s each), int8 is skipped on pytorch.
+    args = ["-m", *SMALL, "backend=pytorch", "precision=fp32,bf16,int8", "timing.min_s=4", f"tracking.uri={store}",
+            f"cache_dir={cache_dir}"]
     log = tmp_path / "first.log"
     with open(log, "w") as out:
-        # Its own process group, so SIGKILL reaches run.py and the point's process as `kill -9` on a job would.
+        # Its own process group, so SIGKILL reaches run.py and its worker as `kill -9` of a job would.
         first = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=tmp_path, stdout=out,
                                  stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        # The first point recorded, the second one measuring: kill everything there.
         wait_for(lambda text: "recorded as MLflow run" in text and text.count(": measuring on") == 2, log, first)
         time.sleep(1.0)
         os.killpg(first.pid, signal.SIGKILL)
     finally:
         first.wait(timeout=60)
     assert first.returncode == -signal.SIGKILL
-    text = log.read_text()
-    assert text.count("recorded as MLflow run") == 1 and "resnet18/fp16/pytorch/64: measuring on" in text, text
     (recorded,) = points(store)
     assert recorded.info.run_name == "resnet18/fp32/pytorch/64" and recorded.info.status == "FINISHED"
+    (killed,) = parents(store)
+    assert killed.info.status == "RUNNING"  # nobody was left to close it
 
     again = run_cli(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
-    output = again.stdout + again.stderr
+    output = again.stderr
+    assert "was abandoned by" in output and f"resuming sweep {killed.data.tags['bench.sweep_id']}" in output
     assert "resnet18/fp32/pytorch/64: already recorded in this sweep (MLflow run " in output
-    assert output.count(": measuring on") == 1 and "resnet18/fp16/pytorch/64: measuring on" in output
+    assert output.count(": measuring on") == 2 and "resnet18/bf16/pytorch/64: measuring on" in output
     children = points(store)
-    assert sorted(r.info.run_name for r in children) == ["resnet18/fp16/pytorch/64", "resnet18/fp32/pytorch/64",
+    assert sorted(r.info.run_name for r in children) == ["resnet18/bf16/pytorch/64", "resnet18/fp32/pytorch/64",
                                                          "resnet18/int8/pytorch/64"]
     assert len({r.data.tags["bench.point_key"] for r in children}) == 3
     assert all(r.info.status == "FINISHED" for r in children)
     assert recorded.info.run_id in {r.info.run_id for r in children}  # kept, not measured again
-    (parent,) = [r for r in runs(store) if r.data.tags["bench.role"] == "parent"]
-    assert parent.info.status == "FINISHED"
+    (parent,) = parents(store)
+    assert parent.info.run_id == killed.info.run_id and parent.info.status == "FINISHED"
     assert parent.data.metrics == {"points_ok": 2.0, "points_skipped": 1.0, "points_failed": 0.0}
+    assert parent.data.tags["bench.sweep_state"] == "complete"
+
+    # Finished: the same command now starts a new sweep, and resume=new always does.
+    third = run_cli(*args, cwd=tmp_path)
+    assert third.returncode == 0 and len(parents(store)) == 2 and "resuming" not in third.stderr
 
 
-def test_a_run_cut_off_while_it_was_recorded_is_not_taken_for_finished(make_cfg, store, tmp_path):
+def test_a_run_cut_off_while_it_was_recorded_is_not_taken_for_finished(tmp_path, cache_dir):
     """kill -9 between creating a point's run and terminating it leaves a RUNNING run with every tag: the
     resumed sweep deletes it and records the point again (pytorch int8: recorded as skipped, no timing)."""
-    from bench.runner import run_point
-
-    sweep = str(tmp_path / "sweep")
-    cfg = make_cfg("backend=pytorch", "precision=int8")
-    assert run_point(cfg, sweep).status == "skipped"
-    (complete,) = points(store)
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["-m", *SMALL, "backend=pytorch", "precision=int8", f"tracking.uri={store}", f"cache_dir={cache_dir}"]
+    assert run_cli(*args, cwd=tmp_path).returncode == 0
+    (complete,), (parent,) = points(store), parents(store)
     client = MlflowClient(store)
     client.delete_run(complete.info.run_id)  # what is left is only the cut-off copy below
     cut_off = client.create_run(complete.info.experiment_id, tags=complete.data.tags).info.run_id
-    assert client.get_run(cut_off).info.status == "RUNNING"
+    client.set_tag(parent.info.run_id, "bench.sweep_state", "incomplete")  # as the interrupted sweep left it
+    client.set_terminated(parent.info.run_id, "KILLED")
 
-    result = run_point(cfg, sweep)
-    assert result.status == "skipped" and not result.reason.startswith("already recorded")
-    (again,) = points(store)
-    assert again.info.run_id != cut_off and again.info.status == "FINISHED"
+    again = run_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "cut off while recorded" in again.stderr
+    (point,) = points(store)
+    assert point.info.run_id != cut_off and point.info.status == "FINISHED"
     assert client.get_run(cut_off).info.lifecycle_stage == "deleted"
-
-    resumed = run_point(cfg, sweep)
-    assert resumed.reason == f"already recorded in this sweep as MLflow run {again.info.run_id}"
-    assert len(points(store)) == 1
-    # Another sweep folder is another sweep: the point is recorded there again.
-    assert not run_point(cfg, str(tmp_path / "tomorrow")).reason.startswith("already recorded")
-    assert len(points(store)) == 2
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
 
 
-def test_a_point_in_the_spool_counts_as_recorded(make_cfg, tmp_path):
-    """Offline, a recorded point is in the spool: a resumed sweep must not spool it a second time."""
-    from bench.runner import run_point
-
+def test_offline_a_spooled_point_counts_as_recorded(tmp_path, cache_dir):
+    """The store is away: the first run spools its point; the same command again finds it in the spool (the
+    journal says the sweep is not done until it is uploaded) and measures nothing twice."""
     dead = f"http://127.0.0.1:{free_port()}"
     spool = tmp_path / "spool"
-    cfg = make_cfg("backend=pytorch", "precision=int8", "tracking=server", f"tracking.uri={dead}",
-                   f"tracking.spool_dir={spool}")
-    sweep = str(tmp_path / "sweep")
-    assert run_point(cfg, sweep).status == "skipped"
+    args = ["-m", *SMALL, "backend=pytorch", "precision=int8", "tracking=server", f"tracking.uri={dead}",
+            f"tracking.spool_dir={spool}", f"cache_dir={cache_dir}"]
+    first = run_cli(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
     (entry,) = [p for p in spool.iterdir() if not p.name.startswith(".")]
-    resumed = run_point(cfg, sweep)
-    assert resumed.reason == f"already recorded in this sweep as spool entry {entry}"
+    again = run_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"already recorded in this sweep (spool entry {entry})" in again.stderr
     assert [p for p in spool.iterdir() if not p.name.startswith(".")] == [entry]

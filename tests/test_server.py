@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,13 +15,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import SMALL, run_cli, runs
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from conftest import SMALL, free_port, run_cli, runs
 
 
 @dataclass
@@ -119,11 +112,11 @@ def mlflow_server(tmp_path):
 def test_a_sweep_reports_to_a_real_tracking_server(mlflow_server, tmp_path, cache_dir):
     server = mlflow_server()
     proc = run_cli("-m", *SMALL, "backend=pytorch", "input.batch_size=1,2", "tracking=server",
-                   f"tracking.spool_dir={tmp_path / 'spool'}", f"cache_dir={cache_dir}",
-                   f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": server.uri})
+                   f"tracking.spool_dir={tmp_path / 'spool'}", f"cache_dir={cache_dir}", cwd=tmp_path,
+                   env={"MLFLOW_TRACKING_URI": server.uri})
     assert proc.returncode == 0, proc.stderr[-3000:]
     output = proc.stdout + proc.stderr
-    assert "recorded as MLflow run" in output and "spooled to" not in output
+    assert "recorded as MLflow run" in output and "saved to" not in output
     all_runs = runs(server.uri)
     (parent,) = [r for r in all_runs if r.data.tags["bench.role"] == "parent"]
     children = [r for r in all_runs if r.data.tags["bench.role"] == "point"]
@@ -138,6 +131,8 @@ def test_a_sweep_reports_to_a_real_tracking_server(mlflow_server, tmp_path, cach
         assert {"config.yaml", "latencies_ms.csv"} <= {a.path for a in client.list_artifacts(child.info.run_id)}
     assert list((server.folder / "artifacts").rglob("latencies_ms.csv"))
     assert not (tmp_path / "spool").exists()
+    # The printed link opens the sweep's runs on the server itself, in the model-training view.
+    assert f"{server.uri}/#/experiments/{parent.info.experiment_id}/runs?workflowType=machine_learning" in proc.stdout
 
 
 def test_basic_auth_takes_good_credentials_and_stops_wrong_ones_before_any_work(mlflow_server, tmp_path,
@@ -146,7 +141,7 @@ def test_basic_auth_takes_good_credentials_and_stops_wrong_ones_before_any_work(
     server = mlflow_server(admin_password=password)
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")  # for this test's own client; each run.py gets its own
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
-    device = tmp_path / "device"  # the launch folder: Hydra's outputs and logs land here
+    device = tmp_path / "device"  # the launch folder
     device.mkdir()
     spool = tmp_path / "spool"
     args = [*SMALL, "backend=pytorch", "raw_baseline=false", "tracking=server", f"tracking.spool_dir={spool}",
@@ -177,18 +172,16 @@ def test_basic_auth_takes_good_credentials_and_stops_wrong_ones_before_any_work(
     assert password not in repr(run.data.params) + repr(run.data.tags) + Path(config_yaml).read_text()
     for proc in (good, wrong, anonymous):
         assert password not in proc.stdout + proc.stderr
-    for path in [*device.rglob("*"), *spool.rglob("*")]:
+    for path in [*device.rglob("*"), *spool.rglob("*"), *Path(os.environ["XDG_STATE_HOME"]).rglob("*")]:
         if path.is_file():
             assert password not in path.read_text(errors="replace"), path
 
 
-def test_tracking_server_settings_are_checked_before_any_work(make_cfg, monkeypatch):
-    from bench.errors import ConfigError
-    from bench.runner import run_point
-
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    with pytest.raises(ConfigError, match=r"tracking=server needs an http\(s\):// tracking server .* got sqlite:///"):
-        run_point(make_cfg("tracking=server", "tracking.uri=null"))
-    with pytest.raises(ConfigError, match=r"tracking URI http://\*\*\*@127\.0\.0\.1:9 has credentials in it") as exc:
-        run_point(make_cfg("tracking=server", "tracking.uri=http://admin:hunter2@127.0.0.1:9"))
-    assert "hunter2" not in str(exc.value)
+def test_tracking_server_settings_are_checked_before_any_work(tmp_path):
+    proc = run_cli(*SMALL, "tracking=server", "tracking.uri=null", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": ""})
+    assert proc.returncode == 2
+    assert "tracking=server needs an http(s):// tracking server" in proc.stderr.strip().splitlines()[-1]
+    proc = run_cli(*SMALL, "tracking=server", "tracking.uri=http://admin:hunter2@127.0.0.1:9", cwd=tmp_path)
+    assert proc.returncode == 2 and "hunter2" not in proc.stdout + proc.stderr
+    assert "tracking URI http://***@127.0.0.1:9/ has credentials in it" in proc.stderr or \
+        "tracking URI http://***@127.0.0.1:9 has credentials in it" in proc.stderr

@@ -1,26 +1,30 @@
-"""A real sweep through run.py -m and through the compose API, into a real MLflow store."""
-from conftest import runs, run_cli
+"""A real sweep through run.py -m into a real MLflow store: one parent run that summarises the sweep, one
+child per point that reads well in the MLflow UI."""
+import yaml
+from mlflow.tracking import MlflowClient
+
+from conftest import SMALL, parents, points, run_cli, runs
 
 LATENCY_METRICS = {"latency_ms_mean", "latency_ms_median", "latency_ms_std", "latency_ms_min", "latency_ms_max",
-                   "latency_ms_p90", "latency_ms_p95", "latency_ms_p99", "iterations", "throughput_ips"}
+                   "latency_ms_p90", "latency_ms_p95", "latency_ms_p99", "latency_cv", "iterations", "throughput_ips"}
 POINT_METRICS = LATENCY_METRICS | {"convert_s", "raw_latency_ms_median", "speedup", "acc_max_abs_err",
                                    "acc_rel_l2_err", "acc_cosine", "acc_top1_agreement", "acc_nonfinite",
                                    "peak_rss_mb"}
-FINGERPRINT_TAGS = {"device.kind", "device.name", "device.label", "cpu.model", "cpu.threads", "host.name",
-                    "sw.torch", "sw.torchvision", "sw.onnxruntime", "bench.commit", "bench.status"}
+FINGERPRINT_TAGS = {"device.kind", "device.label", "cpu.count", "cpu.threads", "host.name", "sw.python", "sw.torch",
+                    "sw.torchvision", "sw.onnxruntime", "bench.commit", "bench.status", "bench.point_key"}
 
 
 def test_cli_sweep_records_a_parent_and_one_child_per_point(small_sweep):
     store, proc = small_sweep.store, small_sweep.proc
     assert proc.returncode == 0, proc.stderr[-3000:]
-    all_runs = runs(store)
-    parents = [r for r in all_runs if r.data.tags.get("bench.role") == "parent"]
-    children = [r for r in all_runs if r.data.tags.get("bench.role") == "point"]
-    assert len(parents) == 1 and len(children) == 4
-    parent = parents[0]
+    (parent,), children = parents(store), points(store)
+    assert len(children) == 4
     assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
     assert parent.data.metrics == {"points_ok": 3.0, "points_skipped": 1.0, "points_failed": 0.0}
-    assert parent.info.status == "FINISHED"
+    assert parent.info.status == "FINISHED" and parent.data.tags["bench.sweep_state"] == "complete"
+    # The parent's params are the sweep's command line: its axes with their values, and its fixed settings.
+    assert parent.data.params["backend"] == "pytorch,onnxruntime" and parent.data.params["precision"] == "fp32,int8"
+    assert parent.data.params["model"] == "resnet18" and parent.data.params["input"] == "64x64"
 
     by_name = {c.info.run_name: c for c in children}
     assert set(by_name) == {"resnet18/fp32/pytorch/64", "resnet18/int8/pytorch/64",
@@ -44,58 +48,68 @@ def test_cli_sweep_records_a_parent_and_one_child_per_point(small_sweep):
         assert m["iterations"] >= 5
         assert m["speedup"] == m["raw_latency_ms_median"] / m["latency_ms_median"]
         assert m["acc_nonfinite"] == 0
+        assert run.info.end_time > run.info.start_time  # the point's measurement window, not 0 ms
+        assert run.data.tags["mlflow.note.content"].startswith(f"{m['latency_ms_median']:.3g} ms, ")
     fp32_ort = by_name["resnet18/fp32/onnxruntime/64"].data.metrics
     assert fp32_ort["acc_rel_l2_err"] < 1e-4 and fp32_ort["acc_cosine"] > 0.9999
     raw = by_name["resnet18/fp32/pytorch/64"].data.metrics
     assert raw["speedup"] == 1.0 and raw["acc_max_abs_err"] == 0.0
 
-    from mlflow.tracking import MlflowClient
-
-    artifacts = {a.path for a in MlflowClient(store).list_artifacts(by_name["resnet18/int8/onnxruntime/64"].info.run_id)}
-    assert {"config.yaml", "latencies_ms.csv", "raw_latencies_ms.csv"} <= artifacts
-    assert "4 point(s): 3 ok, 1 skipped, 0 failed" in proc.stderr + proc.stdout
-
-
-def test_compose_api_points_of_one_sweep_share_a_parent(make_cfg, store, tmp_path):
-    from bench.runner import run_point
-
-    sweep = tmp_path / "sweep"
-    first = run_point(make_cfg("backend=pytorch", "precision=fp32"), str(sweep))
-    second = run_point(make_cfg("backend=auto", "precision=fp16", "device=cpu"), str(sweep))
-    assert first.status == "ok"
-    assert second.status == "ok"
-    all_runs = runs(store)
-    parent = [r for r in all_runs if r.data.tags["bench.role"] == "parent"]
-    children = [r for r in all_runs if r.data.tags["bench.role"] == "point"]
-    assert len(parent) == 1 and len(children) == 2
-    fp16 = next(c for c in children if c.data.params["precision"] == "fp16")
-    assert fp16.data.params["backend.requested"] == "auto"
-    assert fp16.data.params["backend"] == "inductor"  # onnxruntime has no fp16 on the CPU provider
+    client = MlflowClient(store)
+    int8 = by_name["resnet18/int8/onnxruntime/64"]
+    artifacts = {a.path for a in client.list_artifacts(int8.info.run_id)}
+    assert {"config.yaml", "latencies_ms.csv", "raw_latencies_ms.csv", "latency_histogram.png"} <= artifacts
+    config = yaml.safe_load(open(client.download_artifacts(int8.info.run_id, "config.yaml")))
+    assert config["backend"]["name"] == "onnxruntime" and config["input"]["height"] == 64  # resolved, not "auto"
+    assert open(client.download_artifacts(int8.info.run_id, "latencies_ms.csv")).readline() == "call,latency_ms\n"
+    assert "4 point(s) measured: 3 ok, 1 skipped, 0 failed" in proc.stderr
+    assert f"sweep {parent.info.run_id}: http://127.0.0.1:5000/#/experiments/" in proc.stdout
 
 
-def test_inductor_compiles_into_the_suite_cache_and_reports_a_hit_the_second_time(make_cfg, cache_dir):
-    from bench.runner import run_point
+def test_child_params_define_the_point_and_nothing_else(small_sweep):
+    """No nulls, no CUDA-only settings on a CPU point, no paths: those are tags; one device label."""
+    int8 = next(r for r in points(small_sweep.store) if r.info.run_name == "resnet18/int8/onnxruntime/64")
+    params, tags = int8.data.params, int8.data.tags
+    assert "None" not in params.values() and "null" not in params.values()
+    assert not {"cudnn_benchmark", "timing.include_copies", "backend.cuda_graphs"} & set(params)
+    assert not [value for value in params.values() if value.startswith("/")]
+    assert tags["backend.onnx_path"].startswith("/") and "calibration.folder" not in tags
+    assert params["calibration.source"] == "random" and params["backend.exporter"] in ("dynamo", "torchscript")
+    assert len([k for k in tags if k in ("device.name", "device.label", "cpu.model")]) == 1
+    assert len(params) <= 30, sorted(params)
 
-    results = [run_point(make_cfg("backend=inductor", "precision=fp32", "raw_baseline=false")) for _ in range(2)]
-    assert [r.status for r in results] == ["ok", "ok"], [r.reason for r in results]
-    assert results[0].params["backend.cache_dir"] == str(cache_dir / "inductor")
-    assert any((cache_dir / "inductor").rglob("*.py")), "no compiled code in the suite's cache"
-    assert results[1].metrics["convert_cache_hit"] == 1.0
+
+def test_the_parent_run_summarises_the_sweep(small_sweep):
+    """Its description is the blog's table in Markdown; the report (tables, plots) is attached, plots embedded."""
+    (parent,) = parents(small_sweep.store)
+    description = parent.data.tags["mlflow.note.content"]
+    assert "| median latency (ms) | resnet18 |" in description and "| Raw |" in description
+    assert "| INT8 (pytorch) | — [1] |" in description and "skipped: " in description
+    client = MlflowClient(small_sweep.store)
+    attached = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/report.md", "report/report.html", "report/plots", "report/tables"} <= attached
+    html = open(client.download_artifacts(parent.info.run_id, "report/report.html")).read()
+    assert html.count('<img src="data:image/png;base64,') >= 2 and "plots/" not in html
+    tables = client.list_artifacts(parent.info.run_id, "report/tables")
+    csv = next(t.path for t in tables if t.path.endswith(".csv"))
+    assert "#" not in open(client.download_artifacts(parent.info.run_id, csv)).read()
 
 
 def test_a_single_run_is_a_run_of_its_own(tmp_path, cache_dir):
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = run_cli("model=resnet18", "input=64x64", "timing=quick", "backend=pytorch", f"tracking.uri={store}",
-                   f"cache_dir={cache_dir}", "tracking.experiment=single", cwd=tmp_path)
+    proc = run_cli(*SMALL, "backend=pytorch", f"tracking.uri={store}", f"cache_dir={cache_dir}",
+                   "tracking.experiment=single", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = runs(store, "single")
     assert "mlflow.parentRunId" not in run.data.tags
     assert run.info.run_name == "resnet18/fp32/pytorch/64"
 
 
-def test_default_store_is_mlflow_db_in_the_launch_directory(tmp_path, cache_dir):
-    proc = run_cli("model=resnet18", "input=64x64", "timing=quick", "backend=pytorch", f"cache_dir={cache_dir}",
-                   "raw_baseline=false", cwd=tmp_path, env={"MLFLOW_TRACKING_URI": ""})
+def test_the_launch_folder_holds_only_the_store(tmp_path, cache_dir):
+    """mlflow.db and the artifacts beside it; no lock file, no ./mlruns, no Hydra outputs/ (those go to
+    ~/.local/state/trt-bench)."""
+    proc = run_cli(*SMALL, "backend=pytorch", f"cache_dir={cache_dir}", "raw_baseline=false", cwd=tmp_path,
+                   env={"MLFLOW_TRACKING_URI": ""})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (tmp_path / "mlflow.db").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlartifacts", "mlflow.db"]
     assert len(runs(f"sqlite:///{tmp_path / 'mlflow.db'}")) == 1

@@ -12,14 +12,21 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from bench.backends import trt_rules
-from bench.backends.tensorrt import EnginePlan, TensorrtBackend, TensorrtConfig, engine_plan, precision_reason
-from bench.backends.torch2trt import (Torch2trtBackend, Torch2trtConfig, calibration_dataset, torch2trt_kwargs,
+from bench.measure import onnx_export
+from bench.measure.backends import trt_rules
+from bench.measure.backends.tensorrt import EnginePlan, TensorrtBackend, engine_plan, parser_max_opset, \
+    precision_reason
+from bench.measure.backends.torch2trt import (OPTIONS, Torch2trtBackend, calibration_dataset, torch2trt_kwargs,
                                       unavailable_with)
-from bench.backends.torch_tensorrt import CompilePlan, TorchTensorrtBackend, compile_plan, describe
-from bench.errors import ConfigError
+from bench.measure.backends.torch_tensorrt import CompilePlan, TorchTensorrtBackend, compile_plan, describe
+from bench.measure.errors import ConfigError
 
 NANO, XAVIER, ORIN, V100, A100 = (5, 3), (7, 2), (8, 7), (7, 0), (8, 0)
+
+
+def Torch2trtConfig(**changes) -> dict:
+    """torch2trt's options: its defaults with ``changes``."""
+    return {**{name: option.default for name, option in OPTIONS.items()}, **changes}
 MIB = 1 << 20
 
 
@@ -193,7 +200,7 @@ def test_torch2trt_rejects_what_it_cannot_do():
     with pytest.raises(ValueError, match="no bf16 mode"):
         torch2trt_kwargs("10.3.0", "0.5.0", "bf16", 1, Torch2trtConfig())
     with pytest.raises(ConfigError, match="calibration_algorithm='legacy'"):
-        Torch2trtBackend(Torch2trtConfig(calibration_algorithm="legacy")).check_options()
+        Torch2trtBackend(dict(calibration_algorithm="legacy")).check_options()
 
 
 def test_torch2trt_calibration_dataset_layout_per_version():
@@ -282,9 +289,27 @@ def test_without_tensorrt_each_backend_names_what_is_missing():
 
 
 def test_bad_tensorrt_options_are_config_errors():
-    with pytest.raises(ConfigError, match="opset >= 18"):
-        TensorrtBackend(TensorrtConfig(opset=13)).check_options()
     with pytest.raises(ConfigError, match="entropy2, entropy, minmax"):
-        TensorrtBackend(TensorrtConfig(calibration_algorithm="percentile")).check_options()
+        TensorrtBackend({"calibration_algorithm": "percentile"}).check_options()
+    with pytest.raises(ConfigError, match="workspace_mb=0 must be >= 1"):
+        TensorrtBackend({"workspace_mb": 0}).check_options()
+    with pytest.raises(ConfigError, match="backend.workspace is not an option of backend tensorrt"):
+        TensorrtBackend({"workspace": 64})
+    with pytest.raises(ConfigError, match="backend.opset='13' must be int or null"):
+        TensorrtBackend({"opset": "13"})
+
+
+@pytest.mark.parametrize("trt_version, limit", [("8.2.1.8", 13), ("8.5.2.2", 17), ("8.6.1.6", 17),
+                                               ("10.3.0", None), ("11.0.0.114", None)])
+def test_tensorrt_exports_an_opset_its_parser_reads(trt_version, limit):
+    """TensorRT 8.2's parser reads opset <= 13 and 8.5's <= 17: the exporter and opset follow, and say so."""
+    assert parser_max_opset(trt_version) == limit
+    export = onnx_export.choose("auto", None, limit, f"TensorRT {trt_version}")
+    if limit is not None:
+        assert export.exporter == "torchscript" and export.opset <= limit
+    else:
+        assert export.exporter == ("dynamo" if onnx_export.dynamo_available() else "torchscript")
+    with pytest.raises(ConfigError, match="reads opsets up to 13|go up to opset 13"):
+        onnx_export.choose("auto", 17, 13, "TensorRT 8.2.1.8's ONNX parser")
     with pytest.raises(ConfigError, match="dla_core=-1"):
-        Torch2trtBackend(Torch2trtConfig(dla_core=-1)).check_options()
+        Torch2trtBackend(dict(dla_core=-1)).check_options()

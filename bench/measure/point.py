@@ -1,0 +1,171 @@
+"""One resolved plan, measured: build -> reference -> raw baseline -> convert -> check -> time.
+
+The worker runs this in a process of its own per point, so a crash is a failed point, not a dead
+sweep. It returns a measurement (plain JSON, see ``new_measurement``) and never touches a store.
+"""
+import copy
+import functools
+import logging
+import resource
+import time
+import traceback
+
+import torch
+
+from bench.measure import accuracy, calibration, fingerprint, timing
+from bench.measure.backends import create
+from bench.measure.backends.base import ConversionRequest, Converted, Target, digest
+from bench.measure.models import build_model
+from bench.measure.protocol import FAILED, OK, POINT_FAILURE, SKIPPED, new_measurement, now_ms
+from bench.measure.resolve import cache_dir, input_shape, resolve_target, skip_reason
+
+log = logging.getLogger(__name__)
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """Identifies the exact weights, so caches never serve another model's engine."""
+    parts = ["{}:{}:{:.10e}".format(name, tuple(t.shape), float(t.double().sum())) for name, t in
+             model.state_dict().items()]
+    return digest(*parts)
+
+
+def _synchronizer(target: Target):
+    if target.is_cuda:
+        return lambda: torch.cuda.synchronize(target.device)
+    return lambda: None
+
+
+def _timed_call(converted: Converted, x: torch.Tensor, target: Target, include_copies: bool):
+    """The zero-argument call the timer measures; with copies, the input starts on the host."""
+    if include_copies and target.is_cuda:
+        host = x.cpu().pin_memory()
+        return lambda: converted.run(host.to(target.device, non_blocking=True)).cpu()
+    return lambda: converted.run(x)
+
+
+def _prepare(x: torch.Tensor, converted: Converted) -> torch.Tensor:
+    x = x.to(converted.input_dtype)
+    return x.contiguous(memory_format=torch.channels_last) if converted.channels_last else x
+
+
+def _tf32_settings() -> dict:
+    settings = {"torch.cudnn_allow_tf32": str(torch.backends.cudnn.allow_tf32),
+                "torch.matmul_allow_tf32": str(torch.backends.cuda.matmul.allow_tf32)}
+    if hasattr(torch, "get_float32_matmul_precision"):
+        settings["torch.float32_matmul_precision"] = torch.get_float32_matmul_precision()
+    return settings
+
+
+def _measure(plan: dict, measurement: dict) -> None:
+    """Measure a runnable point into ``measurement`` (metrics, details, latencies, events)."""
+    target = resolve_target(plan["device"])
+    if plan["threads"]:
+        torch.set_num_threads(plan["threads"])
+    torch.backends.cudnn.benchmark = plan["cudnn_benchmark"]
+    shape = input_shape(plan)
+    precision, scenario, settings = plan["precision"], plan["scenario"], plan["timing"]
+    task = plan["resolution"]["task"]
+    metrics, details = measurement["metrics"], measurement["details"]
+    synchronize = _synchronizer(target)
+
+    log.info("building %s (%s weights) on %s", plan["model"]["name"], plan["model"]["weights"], target.device)
+    model = build_model(plan["model"], shape[2], shape[3], target.device, plan["seed"])
+    generator = torch.Generator().manual_seed(plan["accuracy"]["seed"])
+    inputs = [torch.randn(shape, generator=generator).to(target.device) for _ in range(plan["accuracy"]["batches"])]
+    with torch.no_grad():
+        reference = [model(x).float().cpu() for x in inputs]
+
+    raw = None
+    backend = create(plan["backend"])
+    is_raw_point = backend.name == "pytorch" and precision == "fp32"
+    if plan["raw_baseline"] and not is_raw_point:
+        log.info("timing the raw baseline (eager fp32, %s scenario)", scenario)
+        with torch.no_grad():
+            raw = timing.measure(functools.partial(model, inputs[0]), settings, shape[0], scenario, synchronize,
+                                 on_cuda=target.is_cuda)
+        log.info("raw baseline: median %.3f ms", raw.stats()["latency_ms_median"])
+
+    cache_key = digest(plan["model"]["name"], weights_digest(model), shape, precision,
+                       sorted(plan["calibration"].items()) if precision == "int8" else "",
+                       torch.cuda.get_device_name(target.device) if target.is_cuda else "cpu")
+    request = ConversionRequest(
+        model=copy.deepcopy(model), example=inputs[0], precision=precision, target=target,
+        cache_dir=cache_dir(plan), cache_key=cache_key, threads=plan["threads"],
+        calibration=lambda: [b.to(target.device) for b in calibration.batches(plan["calibration"], shape)])
+    if precision == "int8":
+        details["calibration.source"] = calibration.describe(plan["calibration"])
+    del model  # the reference is computed; free its memory before the backend builds
+    if target.is_cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(target.device)
+    log.info("converting with %s at %s", plan["resolution"]["variant"], precision)
+    start = time.perf_counter()
+    converted = backend.convert(request)
+    synchronize()
+    metrics["convert_s"] = time.perf_counter() - start
+    if converted.cache_hit is not None:
+        metrics["convert_cache_hit"] = float(converted.cache_hit)
+    details.update({"backend." + key: value for key, value in converted.details.items()})
+    measurement["events"].extend(converted.cache_events)
+    log.info("converted in %.1f s%s", metrics["convert_s"], " (cache hit)" if converted.cache_hit else "")
+
+    with torch.no_grad():
+        outputs = [converted.run(_prepare(x, converted)).float().cpu().clone() for x in inputs]
+    metrics.update(accuracy.compare(reference, outputs, task))
+
+    log.info("timing %s (%s scenario)", plan["resolution"]["variant"], scenario)
+    x = _prepare(inputs[0], converted)
+    with torch.no_grad():
+        measured = timing.measure(_timed_call(converted, x, target, settings["include_copies"]), settings, shape[0],
+                                  scenario, synchronize, converted.stream, on_cuda=target.is_cuda)
+    stats = measured.stats()
+    metrics.update(stats)
+    raw = raw or measured
+    raw_stats = raw.stats()
+    metrics["raw_latency_ms_median"] = raw_stats["latency_ms_median"]
+    metrics["raw_latency_ms_mean"] = raw_stats["latency_ms_mean"]
+    metrics["speedup"] = metrics["raw_latency_ms_median"] / metrics["latency_ms_median"]
+    if scenario == "throughput":
+        metrics["raw_throughput_ips"] = raw_stats["throughput_ips"]
+        metrics["throughput_speedup"] = metrics["throughput_ips"] / metrics["raw_throughput_ips"]
+    metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if target.is_cuda:
+        metrics["peak_cuda_mem_mb"] = torch.cuda.max_memory_allocated(target.device) / 2 ** 20
+    details["timing.method"] = measured.method
+    details["timing.latency"] = timing.method_description(measured.method, settings["include_copies"]
+                                                          and target.is_cuda)
+    unstable = timing.cv_unstable(stats["latency_cv"], settings["unstable_cv"])
+    if unstable:
+        details["timing.unstable"] = unstable
+    details.update(_tf32_settings())
+    measurement["latencies_ms"] = measured.latencies_ms.tolist()
+    measurement["raw_latencies_ms"] = raw.latencies_ms.tolist()
+
+
+def device_tags(plan: dict) -> dict:
+    """The fingerprint of the device this plan runs on."""
+    device = plan["device"]
+    cuda = fingerprint.cuda_facts(int(device.split(":")[1])) if device.startswith("cuda") else None
+    tags = fingerprint.device_tags(device, fingerprint.host_facts(), cuda)
+    tags["cpu.threads"] = str(torch.get_num_threads())
+    return tags
+
+
+def measure(plan: dict) -> dict:
+    """Measure one resolved plan; the measurement says ok, skipped or failed, with the reason."""
+    measurement = new_measurement(plan, {})
+    reason = skip_reason(plan)
+    try:
+        measurement["tags"] = device_tags(plan)
+        if reason:
+            measurement.update(status=SKIPPED, reason=reason)
+        else:
+            _measure(plan, measurement)
+            measurement["status"] = OK
+    except Exception as exc:  # noqa: BLE001 - a failing point is a recorded result, not a crash
+        log.error("point failed: %s: %s", type(exc).__name__, exc)
+        measurement.update(status=FAILED, failure=POINT_FAILURE, metrics={},
+                           reason="{}: {}".format(type(exc).__name__, exc).splitlines()[0][:500],
+                           error="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    measurement["ended_ms"] = now_ms()
+    return measurement
