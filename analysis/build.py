@@ -16,7 +16,8 @@ import pandas as pd
 from analysis.plots import write_plots
 from analysis.render import EXTENSIONS, data_uri, render, table_csv, table_markdown, table_notes
 from analysis.select import Selection, aggregate, connect, load_runs, resolve_uri
-from analysis.tables import PRECISION_LABELS, Table, cross_device_tables, device_tables
+from analysis.choose import default_budget, recommend, recommendation_table
+from analysis.tables import PRECISION_LABELS, Table, batch_tables, cross_device_tables, device_tables, is_raw
 from bench.measure.errors import ConfigError
 from bench.record import DESCRIPTION, OK
 from bench.tracking import redact
@@ -50,7 +51,7 @@ class Report:
 
     def summary_markdown(self, limit: int = 7500) -> str:
         """The sweep at a glance for its parent run's description: the blog tables and speed-ups in Markdown."""
-        wanted = [t for t in self.tables if t.key.startswith(("latency_", "speedup_", "throughput_"))]
+        wanted = [t for t in self.tables if t.key.startswith(("latency_", "speedup_", "throughput_", "recommendation"))]
         parts = [" ".join(self.header), ""]
         for table in wanted:
             block = table_markdown(table)
@@ -126,7 +127,11 @@ def build_report(selection: Selection = Selection(), uri: str | None = None, rep
     runs = load_runs(selection, uri)
     points = aggregate(runs, repeats)
     sweep = _one_sweep(runs)
-    tables = device_tables(points) + cross_device_tables(points, list(cross_precisions), cross_backend)
+    tables = device_tables(points) + batch_tables(points) + cross_device_tables(points, list(cross_precisions),
+                                                                                 cross_backend)
+    if ((points["status"] == OK) & ~is_raw(points)).any():
+        budget = default_budget(points)
+        tables.append(recommendation_table(recommend(points, budget), budget))
     report = Report(runs, points, tables, _header(runs, points, uri, selection, repeats, sweep), uri, sweep)
     if attach_to_sweep and sweep is None:
         raise ConfigError(NEEDS_ONE_SWEEP)

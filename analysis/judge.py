@@ -36,6 +36,9 @@ AGREEMENT = ("acc_top1_agreement", "acc_pixel_agreement")
 SLOWER, FASTER, ACCURACY = "slower", "faster", "accuracy"
 NEW_FAILURE, NOW_SKIPPED, FIXED = "new failure", "now skipped", "fixed"
 STILL_FAILING, MISSING, NOISE = "still failing", "missing", "within noise"
+# Slower, but measured while the GPU was throttled or shared (tag bench.conditions): reported, never counted as
+# a regression on its own; the next clean night says whether it was the code.
+UNDER_LOAD = "measured under load / throttled"
 REGRESSIONS = (SLOWER, ACCURACY, NEW_FAILURE, NOW_SKIPPED)
 IMPROVEMENTS = (FASTER, FIXED)
 FORMATS = ("text", "markdown")
@@ -133,8 +136,9 @@ class Finding:
 
 def series_label(series: tuple[str, ...]) -> str:
     """``resnet18/fp16/torch2trt/256 on Jetson Xavier NX (xavier-01)``, as run names read."""
-    host, device, model, backend, precision, shape = series
-    return f"{model}/{precision}/{backend}/{input_label(shape)} on {device} ({host})"
+    host, device, model, backend, precision, shape, scenario = series
+    suffix = "" if scenario == "latency" else f"/{scenario}"
+    return f"{model}/{precision}/{backend}/{input_label(shape)}{suffix} on {device} ({host})"
 
 
 @dataclass
@@ -201,7 +205,8 @@ class RegressionCheck:
                   ("improvements", "Improvements", self.improvements),
                   ("noise", f"Changed by more than {self.rules.threshold:.0%} but within the series' noise "
                             "(not flagged)", [f for f in self.findings if f.kind == NOISE]),
-                  ("other", "Also noted", [f for f in self.findings if f.kind in (STILL_FAILING, MISSING)])]
+                  ("other", "Also noted", [f for f in self.findings if f.kind in (STILL_FAILING, MISSING,
+                                                                                  UNDER_LOAD)])]
         tables = [_findings_table(key, f"{title} ({len(found)})", found) for key, title, found in groups if found]
         if self.no_baseline:
             index = pd.Index(self.no_baseline, name="series")
@@ -258,7 +263,7 @@ def nightly_points(runs: pd.DataFrame) -> pd.DataFrame:
     runs = runs[runs["sweep"] != ""].sort_values("start_time", ascending=False, kind="stable")
     points = runs.drop_duplicates(["sweep", *SERIES]).assign(raw_samples=False)
     timed = runs[(runs["status"] == OK) & runs["raw_latency_ms_median"].notna()]
-    raw = timed.groupby(["sweep", "host", "device", "model", "input_shape"], sort=False).agg(
+    raw = timed.groupby(["sweep", "host", "device", "model", "input_shape", "scenario"], sort=False).agg(
         run_id=("run_id", "first"), start_time=("start_time", "first"),
         latency_ms_median=("raw_latency_ms_median", "median")).reset_index()
     raw = raw.assign(backend=RAW_BACKEND, precision="fp32", status=OK, reason="", raw_samples=True)
@@ -384,6 +389,10 @@ def judge_device(check: RegressionCheck, points: pd.DataFrame, nightly: Nightly,
             continue
         check.compared += 1
         latency = _latency(key, new, ok, rules, samples)
+        conditions = new.get("conditions")
+        if latency and latency.kind == SLOWER and isinstance(conditions, str) and conditions:
+            latency.kind = UNDER_LOAD
+            latency.evidence = f"{conditions}; {latency.evidence}"
         if latency:
             check.findings.append(latency)
     if previous is None:

@@ -17,8 +17,8 @@ from matplotlib.ticker import FuncFormatter
 
 from analysis.judge import FASTER, SLOWER, ACCURACY, Finding, RegressionCheck, Rules
 from analysis.select import input_label, load_latencies
-from analysis.tables import (RAW, Table, blog_table, describe_input, find_point, is_raw, model_order, point_rows,
-                             sig, slug, speedup_table)
+from analysis.tables import (RAW, Table, batch_table, blog_table, describe_input, find_point, is_raw, model_order,
+                             point_rows, sig, slug, speedup_table)
 from bench.measure.errors import ConfigError
 from bench.record import OK
 
@@ -99,9 +99,37 @@ def latency_distribution(points: pd.DataFrame, device: str, input_shape: str, pa
     return _save(figure, path)
 
 
+def batch_curves(points: pd.DataFrame, device: str, model: str, size: str, path: Path) -> Path:
+    """Throughput and latency per call against the batch size (log scale), one line per variant; a line ends
+    where its points stop being ok (the first batch that did not fit)."""
+    figure = Figure(figsize=(9, 3.8))
+    axes = figure.subplots(1, 2)
+    for metric, ax, label in (("throughput_ips", axes[0], "images / s"), ("latency_ms_median", axes[1],
+                                                                           "latency per call (ms)")):
+        table = batch_table(points, device, model, size, metric)
+        for row, values in table.values.iterrows():
+            ok = values[values.notna()]
+            if not ok.empty:
+                ax.plot(ok.index.astype(int), ok.to_numpy(), "o-", label=str(row))
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(list(table.values.columns), [str(b) for b in table.values.columns])
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    figure.suptitle(f"{device}: {model} at {size}, throughput scenario", fontsize=9)
+    return _save(figure, path)
+
+
 def write_plots(points: pd.DataFrame, folder: Path, uri: str | None = None) -> list[Path]:
     """Every plot for every device and input of the points, written under ``folder``."""
     written = []
+    curves = points[points["scenario"] == "throughput"]
+    for device, model, size in sorted(set(zip(curves["device"], curves["model"],
+                                              curves["input_shape"].map(lambda s: "x".join(s.split("x")[2:]))))):
+        name = f"batch_{slug(device)}_{slug(model)}_{size}.png"
+        written.append(batch_curves(points, device, model, size, folder / name))
+    points = points[points["scenario"] == "latency"]
     for device, shape in sorted(set(zip(points["device"], points["input_shape"]))):
         stem = f"{slug(device)}_{slug(input_label(shape))}"
         written.append(latency_bars(points, device, shape, folder / f"latency_{stem}.png"))

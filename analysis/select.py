@@ -26,14 +26,15 @@ log = logging.getLogger(__name__)
 
 # Status of a run that says ok but never reached FINISHED (crashed while being recorded).
 UNFINISHED = "unfinished"
-SERIES_KEYS = ("device", "model", "backend", "precision", "input_shape")
+SERIES_KEYS = ("device", "model", "backend", "precision", "input_shape", "scenario")
 REPEATS = ("newest", "median")
 METRICS = (
     "latency_ms_mean", "latency_ms_median", "latency_ms_std", "latency_ms_min", "latency_ms_max",
-    "latency_ms_p90", "latency_ms_p95", "latency_ms_p99", "iterations", "throughput_ips", "convert_s",
-    "convert_cache_hit", "raw_latency_ms_median", "raw_latency_ms_mean", "speedup", "acc_max_abs_err",
-    "acc_rel_l2_err", "acc_cosine", "acc_top1_agreement", "acc_pixel_agreement", "acc_nonfinite",
-    "peak_rss_mb", "peak_cuda_mem_mb",
+    "latency_ms_p90", "latency_ms_p95", "latency_ms_p99", "latency_cv", "iterations", "throughput_ips",
+    "raw_throughput_ips", "throughput_speedup", "convert_s", "convert_cache_hit", "raw_latency_ms_median",
+    "raw_latency_ms_mean", "speedup", "acc_max_abs_err", "acc_rel_l2_err", "acc_cosine", "acc_top1_agreement",
+    "acc_pixel_agreement", "acc_miou_vs_ref", "acc_nonfinite", "acc_images", "acc_top1", "acc_top5", "ref_top1",
+    "ref_top5", "acc_miou", "ref_miou", "energy_mj_per_image", "power_w_mean", "peak_rss_mb", "peak_cuda_mem_mb",
 )
 # Tidy column -> (source, key[, where older records kept it]) in the MLflow run.
 FIELDS = {
@@ -57,6 +58,11 @@ FIELDS = {
     "input_shape": ("params", "input.shape"),
     "timing_method": ("params", "timing.method"),
     "timing_latency": ("tags", "timing.latency", "params"),
+    "scenario": ("params", "scenario"),
+    "unstable": ("tags", "bench.unstable"),
+    "conditions": ("tags", "bench.conditions"),
+    "accuracy_labelled": ("tags", "accuracy.labelled"),
+    "accuracy_inputs": ("tags", "accuracy.inputs"),
 }
 
 
@@ -198,6 +204,7 @@ def tidy(runs: list) -> pd.DataFrame:
     # Options that change what is measured (CUDA graphs, max-autotune, ...) make their own point.
     frame["backend"] = frame["backend_variant"].where(frame["backend_variant"] != "", frame["backend"])
     frame["input"] = frame["input_shape"].map(input_label)
+    frame["scenario"] = frame["scenario"].where(frame["scenario"] != "", "latency")  # runs recorded before scenarios
     return frame.sort_values("start_time", ascending=False, kind="stable").reset_index(drop=True)
 
 

@@ -19,6 +19,7 @@ from bench.record import OK
 
 RAW = "Raw"
 PRECISION_LABELS = {"fp32": "FP32", "fp16": "FP16", "bf16": "BF16", "int8": "INT8"}
+TIMED = ("latency_ms_median", "speedup", "throughput_ips", "throughput_speedup")  # footnoted when unstable
 RAW_OWN = "own run"
 RAW_IN_RUN = "in-run baseline"
 
@@ -76,6 +77,10 @@ def fmt_pct(value: float) -> str:
     return f"{100 * value:.1f}" if math.isfinite(value) else ""
 
 
+def fmt_points(value: float) -> str:
+    return f"{value:+.1f}" if math.isfinite(value) else ""
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "device"
 
@@ -117,13 +122,21 @@ def point_rows(points: pd.DataFrame) -> tuple[list[tuple[str, str, str]], str]:
     return rows, (f"rows {', '.join(r[0] for r in rows)}: {backends[0]}" if single else "")
 
 
-def _cell(point: pd.Series | None, value: float, fmt, notes: _Notes) -> tuple[float, str]:
+def _cell(point: pd.Series | None, value: float, fmt, notes: _Notes, timed: bool = True) -> tuple[float, str]:
+    """A number, or a marked empty cell whose footnote says why; times measured under doubtful conditions
+    (an unstable run, a throttled or shared GPU) carry a footnote saying so."""
     if point is None:
         return math.nan, ""
     if point["status"] != OK:
         note = f"{point['status']}: {point['reason'] or 'no reason recorded'}"
         return math.nan, f"— {notes.mark(note)}"
-    return (value, fmt(value)) if math.isfinite(value) else (math.nan, "")
+    if not math.isfinite(value):
+        return math.nan, ""
+    text = fmt(value)
+    for column, what in (("unstable", "unstable"), ("conditions", "measured under load or throttled")):
+        if timed and point.get(column, ""):
+            text += f" {notes.mark(f'{what}: {point[column]}')}"
+    return value, text
 
 
 def _frames(grid: dict, rows: list[str], columns: list[str], index_name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -226,7 +239,8 @@ def _metric_table(points: pd.DataFrame, device: str, input_shape: str, metric: s
     for label, precision, backend in rows:
         for model in models:
             point = find_point(sub, model=model, precision=precision, backend=backend)
-            value, text = _cell(point, point[metric] if point is not None else math.nan, fmt, notes)
+            value, text = _cell(point, point[metric] if point is not None else math.nan, fmt, notes,
+                                timed=metric in TIMED)
             if extra_note and point is not None and point["status"] == OK and extra_note[0](point):
                 text = f"{text} {notes.mark(extra_note[1])}"
             grid[(label, model)] = (value, text)
@@ -250,7 +264,12 @@ def conversion_table(points: pd.DataFrame, device: str, input_shape: str) -> Tab
 
 
 def accuracy_table(points: pd.DataFrame, device: str, input_shape: str) -> Table:
-    """Accuracy next to speed, one row per model x precision: the numbers that decide a trade-off."""
+    """Accuracy next to speed, one row per model x precision: the numbers that decide a trade-off.
+
+    On labelled images the columns say what each precision costs against the labels (top-1 in points, or
+    mean IoU against masks) beside eager fp32 on the same images; on noise only agreement with fp32, which
+    says a conversion is not broken, not how accurate it is (the footnote says so).
+    """
     sub = _device_points(points, device, input_shape)
     rows, backend_text = point_rows(sub)
     tasks = set(sub.loc[~is_raw(sub), "task"])
@@ -258,6 +277,12 @@ def accuracy_table(points: pd.DataFrame, device: str, input_shape: str) -> Table
     agree_header = f"{' / '.join(agreement.get(t, t) for t in sorted(tasks)) or 'top-1'} agreement (%)"
     columns = {"median (ms)": ("latency_ms_median", sig), "speed-up (×)": ("speedup", fmt_ratio),
                "rel. L2 error": ("acc_rel_l2_err", fmt_err), agree_header: (None, fmt_pct)}
+    sub = sub.assign(top1_drop=100 * (sub["acc_top1"] - sub["ref_top1"]),
+                     miou_drop=100 * (sub["acc_miou"] - sub["ref_miou"]))
+    labelled = {"top-1 (%)": ("acc_top1", fmt_pct), "top-1 vs fp32 (points)": ("top1_drop", fmt_points),
+                "mIoU (%)": ("acc_miou", fmt_pct), "mIoU vs fp32 (points)": ("miou_drop", fmt_points)}
+    extra = {column: spec for column, spec in labelled.items() if sub[spec[0]].notna().any()}
+    columns.update(extra)
     notes, index, value_rows, cell_rows = _Notes(), [], [], []
     for model in model_order(sub["model"]):
         for label, precision, backend in rows:
@@ -269,18 +294,23 @@ def accuracy_table(points: pd.DataFrame, device: str, input_shape: str) -> Table
             for metric, fmt in columns.values():
                 if metric is None:
                     metric = "acc_top1_agreement" if point["task"] == "classification" else "acc_pixel_agreement"
-                pairs.append(_cell(point, point[metric], fmt, notes))
+                pairs.append(_cell(point, point[metric], fmt, notes, timed=metric in TIMED))
             value_rows.append([v for v, _ in pairs])
             cell_rows.append([t for _, t in pairs])
     idx = pd.MultiIndex.from_tuples(index, names=["model", "precision"]) if index else \
         pd.MultiIndex.from_tuples([], names=["model", "precision"])
+    inputs = sorted(set(sub.loc[sub["status"] == OK, "accuracy_inputs"]) - {""})
+    where = [f"inputs: {text}" for text in inputs] or []
+    if extra:
+        where.append("top-1 / mIoU: against the labels; vs fp32: the converted model's figure minus eager fp32's "
+                     "on the same images, in percentage points")
     return Table(f"accuracy_{slug(device)}_{slug(input_label(input_shape))}",
                  _title(device, "accuracy vs eager fp32 next to speed", input_shape, backend_text),
                  pd.DataFrame(value_rows, index=idx, columns=list(columns), dtype=float),
                  pd.DataFrame(cell_rows, index=idx, columns=list(columns), dtype=object),
                  ["rel. L2 error: ||out - ref|| / ||ref|| against eager fp32 outputs on the same inputs; "
                   "agreement: share of top-1 classes (classification) or pixels' classes (segmentation) that "
-                  "match.", *notes.lines()])
+                  "match.", *where, *notes.lines()])
 
 
 def cross_device_table(points: pd.DataFrame, precision: str, input_shape: str, backend: str | None = None,
@@ -326,7 +356,8 @@ def cross_device_table(points: pd.DataFrame, precision: str, input_shape: str, b
 
 
 def device_tables(points: pd.DataFrame) -> list[Table]:
-    """Per device and input: latency (the blog's), speed-up, accuracy, conversion time."""
+    """Per device and input: latency (the blog's), speed-up, accuracy, conversion time (latency scenario)."""
+    points = points[points["scenario"] == "latency"]
     tables = []
     for device, shape in sorted(set(zip(points["device"], points["input_shape"])),
                                 key=lambda ds: (ds[0], _shape_key(ds[1]))):
@@ -340,6 +371,7 @@ def device_tables(points: pd.DataFrame) -> list[Table]:
 def cross_device_tables(points: pd.DataFrame, precisions: list[str] | None = None,
                         backend: str | None = None) -> list[Table]:
     """For every input measured on two or more devices: Raw, then latency and speed-up per precision."""
+    points = points[points["scenario"] == "latency"]
     tables = []
     for shape in sorted(set(points["input_shape"]), key=_shape_key):
         at_shape = points[points["input_shape"] == shape]
@@ -357,6 +389,54 @@ def cross_device_tables(points: pd.DataFrame, precisions: list[str] | None = Non
             tables += [cross_device_table(points, precision, shape, backend),
                        cross_device_table(points, precision, shape, backend, speedup=True)]
     return tables
+
+
+def _size(shape: str) -> str:
+    """``8x3x256x256`` -> ``256x256``."""
+    return "x".join(shape.split("x")[2:])
+
+
+def _batch(shape: str) -> int:
+    return int(shape.split("x")[0])
+
+
+def batch_rows(group: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(label, precision, backend) for the variants of a batch-size curve, Raw first."""
+    order = list(PRECISION_LABELS)
+    pairs = sorted(set(zip(group["precision"], group["backend"])),
+                   key=lambda pb: (not (pb[1] == "pytorch" and pb[0] == "fp32"),
+                                   order.index(pb[0]) if pb[0] in order else len(order), pb[1]))
+    return [(RAW if (p, b) == ("fp32", "pytorch") else f"{PRECISION_LABELS.get(p, p)} ({b})", p, b) for p, b in pairs]
+
+
+def batch_table(points: pd.DataFrame, device: str, model: str, size: str, metric: str) -> Table:
+    """A throughput-scenario curve as a table: one row per variant, one column per batch size."""
+    group = points[(points["scenario"] == "throughput") & (points["device"] == device) & (points["model"] == model)
+                   & (points["input_shape"].map(_size) == size)]
+    batches = sorted(set(group["input_shape"].map(_batch)))
+    notes, grid = _Notes(), {}
+    rows = batch_rows(group)
+    fmt = (lambda v: f"{v:,.0f}") if metric == "throughput_ips" else sig  # noqa: E731
+    for label, precision, backend in rows:
+        for batch in batches:
+            point = find_point(group, precision=precision, backend=backend, input_shape=f"{batch}x3x{size}")
+            grid[(label, batch)] = _cell(point, point[metric] if point is not None else math.nan, fmt, notes)
+    what, header = ("images per second (batch x calls / wall time)", "img/s") if metric == "throughput_ips" else \
+        ("latency per call (ms: window time / calls)", "ms per call")
+    values, cells = _frames(grid, [r[0] for r in rows], batches, header)
+    values.columns.name = cells.columns.name = "batch"
+    kind = "throughput" if metric == "throughput_ips" else "batchlatency"
+    return Table(f"{kind}_{slug(device)}_{slug(model)}_{size}",
+                 f"{device}: {model} at {size}, {what} against the batch size (throughput scenario: back-to-back "
+                 "calls, one sync per window)", values, cells, notes.lines())
+
+
+def batch_tables(points: pd.DataFrame) -> list[Table]:
+    """Throughput and latency against the batch size, per device x model x input size of the throughput scenario."""
+    sub = points[points["scenario"] == "throughput"]
+    keys = sorted(set(zip(sub["device"], sub["model"], sub["input_shape"].map(_size))))
+    return [batch_table(points, device, model, size, metric) for device, model, size in keys
+            for metric in ("throughput_ips", "latency_ms_median")]
 
 
 def _shape_key(shape: str) -> tuple:

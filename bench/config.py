@@ -60,6 +60,8 @@ class CalibrationConfig:
     folder: Optional[str] = None
     num_batches: int = 8
     seed: int = 1234
+    # A folder that accuracy reads too is split (calibration never sees an accuracy image); true: share it.
+    share_images: bool = False
 
 
 @dataclass

@@ -25,8 +25,8 @@ from bench import record
 from bench.executors import Device, WorkerLost
 from bench.journal import Journal
 from bench.measure.errors import ConfigError
-from bench.measure.protocol import EXECUTOR_FAILURE, FAILED, OK, SKIPPED, failed_measurement, now_ms, point_key, \
-    point_name
+from bench.measure.protocol import EXECUTOR_FAILURE, FAILED, OK, OUT_OF_MEMORY, SKIPPED, failed_measurement, \
+    now_ms, point_key, point_name, series_name, skipped_measurement
 from bench.plan import Grid, make_grid
 from bench.spool import DEFAULT_SPOOL_DIR, Spool
 from bench.tracking import SERVER_ERRORS, Store, check_uri, error_line, file_lock, link, redact, \
@@ -284,6 +284,7 @@ def _open_sweep(grid: Grid, context: SweepContext, outcome: Outcome, pinned: str
 
 def _measure_all(plans: list[dict], facts: dict, device: Device, context: SweepContext, outcome: Outcome) -> None:
     host = facts["host"]["host.name"]
+    too_big: dict[str, int] = {}  # series (a point without its batch size) -> the smallest batch that did not fit
     for index, plan in enumerate(plans, 1):
         if context.sweep is not None:
             plan = dict(plan, sweep=context.sweep)
@@ -293,13 +294,21 @@ def _measure_all(plans: list[dict], facts: dict, device: Device, context: SweepC
             log.info("[%d/%d] %s: already recorded in this sweep (%s); skipped", index, len(plans), name, where)
             outcome.already += 1
             continue
-        log.info("[%d/%d] %s: measuring on %s (%s)", index, len(plans), name, device.where,
-                 plan["resolution"]["device_label"])
-        try:
-            measurement = device.measure(plan)
-        except WorkerLost as exc:
-            measurement = failed_measurement(plan, f"lost the device while measuring: {exc}", EXECUTOR_FAILURE,
-                                             {"host.name": host, "device.label": plan["resolution"]["device_label"]})
+        tags = {"host.name": host, "device.label": plan["resolution"]["device_label"]}
+        series, batch = series_name(plan), plan["input"]["batch_size"]
+        if batch > too_big.get(series, batch):
+            measurement = skipped_measurement(plan, f"{OUT_OF_MEMORY}: batch {too_big[series]} of this series did "
+                                                    "not fit on the device, so larger ones were not tried", tags)
+        else:
+            log.info("[%d/%d] %s: measuring on %s (%s)", index, len(plans), name, device.where,
+                     plan["resolution"]["device_label"])
+            try:
+                measurement = device.measure(plan)
+            except WorkerLost as exc:
+                measurement = failed_measurement(plan, f"lost the device while measuring: {exc}", EXECUTOR_FAILURE,
+                                                 tags)
+        if measurement["status"] == SKIPPED and measurement["reason"].startswith(OUT_OF_MEMORY):
+            too_big[series] = min(batch, too_big.get(series, batch))
         recorded_as = _save(context, measurement)
         outcome.counts[measurement["status"]] += 1
         outcome.spooled += recorded_as.startswith("the spool")

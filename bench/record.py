@@ -27,6 +27,7 @@ __all__ = ["OK", "SKIPPED", "FAILED", "STATUSES", "EXECUTOR_FAILURE"]
 ROLE, STATUS, REASON, FAILURE, KIND = "bench.role", "bench.status", "bench.reason", "bench.failure", "bench.kind"
 SWEEP_ID, POINT_ID, POINT_KEY, GRID_KEY = "bench.sweep_id", "bench.point_id", "bench.point_key", "bench.grid_key"
 COMMIT, UNSTABLE, STATE, LABEL = "bench.commit", "bench.unstable", "bench.sweep_state", "bench.label"
+CONDITIONS = "bench.conditions"  # why a timed window was not clean: throttled, a shared GPU, a clock that fell
 DESCRIPTION, RUN_NAME, PARENT_RUN = "mlflow.note.content", "mlflow.runName", "mlflow.parentRunId"
 PARENT, CHILD = "parent", "point"  # values of bench.role
 # A sweep's parent is "complete" when every point has a result of its own (ok, skipped or failed in the point),
@@ -116,7 +117,9 @@ def params(plan: dict, details: dict) -> dict[str, str]:
     if plan["precision"] == "int8":
         calibration = plan["calibration"]
         found.update({"calibration.source": calibration["source"], "calibration.num_batches":
-                      calibration["num_batches"], "calibration.seed": calibration["seed"]})
+                      calibration["num_batches"]})
+        found["calibration.seed" if calibration["source"] == "random" else "calibration.share_images"] = \
+            calibration["seed"] if calibration["source"] == "random" else calibration["share_images"]
     if "timing.method" in details:
         found["timing.method"] = details["timing.method"]
     return {key: str(value) for key, value in found.items()}
@@ -159,7 +162,7 @@ def tags(measurement: dict) -> dict[str, str]:
     details = measurement["details"]
     found = {
         **_fingerprint(measurement["tags"]),
-        **{k: v for k, v in details.items() if k not in ("timing.method", "timing.unstable")},
+        **{k: v for k, v in details.items() if k not in ("timing.method", "timing.unstable", "timing.conditions")},
         "model.task": plan["resolution"]["task"],
         ROLE: CHILD, STATUS: measurement["status"], REASON: measurement["reason"], POINT_ID: measurement["point_id"],
         POINT_KEY: point_key(plan, measurement["tags"].get("host.name", "")), KIND: sweep.get("kind", "sweep"),
@@ -173,14 +176,15 @@ def tags(measurement: dict) -> dict[str, str]:
         found[FAILURE] = measurement["failure"]
     if "timing.unstable" in details:
         found[UNSTABLE] = details["timing.unstable"]
+    if "timing.conditions" in details:
+        found[CONDITIONS] = details["timing.conditions"]
     if measurement["events"]:
         found["bench.events"] = " | ".join(measurement["events"])
     weights = plan["model"]["weights"]
     if weights not in ("random", "pretrained"):
         found["model.weights_path"] = weights
-    for group in ("calibration", "accuracy"):
-        if plan[group]["source"] == "folder" and (group == "accuracy" or plan["precision"] == "int8"):
-            found[f"{group}.folder"] = plan[group]["folder"]
+    if plan["calibration"]["source"] == "folder" and plan["precision"] == "int8":
+        found["calibration.folder"] = plan["calibration"]["folder"]
     if plan["resolution"]["auto_tried"]:
         found["backend.auto_tried"] = "; ".join(plan["resolution"]["auto_tried"])
     return {key: str(value)[:5000] for key, value in found.items() if value is not None and value != ""}
@@ -223,6 +227,7 @@ def artifacts(measurement: dict) -> dict[str, str | bytes]:
         found["raw_latencies_ms.csv"] = latency_csv(measurement["raw_latencies_ms"])
     if measurement["error"]:
         found["error.txt"] = measurement["error"]
+    found.update(measurement.get("artifacts", {}))
     return found
 
 

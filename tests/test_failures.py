@@ -86,3 +86,22 @@ def test_unsupported_combination_is_skipped_with_reason_never_run_as_another_pre
     assert run.data.tags["bench.status"] == "skipped" and "bf16" in run.data.tags["bench.reason"]
     assert run.data.params["precision"] == "bf16"
     assert not run.data.metrics
+
+
+def test_a_batch_the_device_cannot_hold_is_skipped_and_ends_its_series(tmp_path, cache_dir):
+    """100000 images of 512x512 need 314 GB: the allocator refuses at once, the point is recorded as skipped
+    with the reason, and the larger batch of the same series is not even tried."""
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = run_cli("-m", "model=resnet18", "input=512x512", "timing=quick", "accuracy.batches=1", "raw_baseline=false",
+                   "backend=pytorch", "input.batch_size=1,100000,200000", f"tracking.uri={store}",
+                   f"cache_dir={cache_dir}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]  # a skip is no failure
+    by_batch = {r.data.params["input.batch_size"]: r.data.tags for r in points(store)}
+    assert by_batch["1"]["bench.status"] == "ok"
+    assert by_batch["100000"]["bench.status"] == "skipped"
+    assert by_batch["100000"]["bench.reason"].startswith("out of memory at batch 100000: ")
+    assert "can't allocate memory" in by_batch["100000"]["bench.reason"]
+    assert by_batch["200000"]["bench.status"] == "skipped"
+    assert by_batch["200000"]["bench.reason"] == ("out of memory: batch 100000 of this series did not fit on the "
+                                                  "device, so larger ones were not tried")
+    assert proc.stderr.count(": measuring on") == 2

@@ -18,5 +18,5 @@ def test_int8_model_is_quantized_and_agrees_with_fp32(cache_dir):
     m = measured["metrics"]
     assert m["acc_top1_agreement"] >= 0.75  # 16 images
     assert 0.0 < m["acc_rel_l2_err"] < 0.3  # int8 error is real but bounded
-    assert measured["details"]["calibration.source"] == "random normal, seed 1234"
+    assert measured["details"]["calibration.inputs"] == "random normal, seed 1234"
     assert measured["plan"]["backend"]["quant_format"] == "QDQ"

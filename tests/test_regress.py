@@ -8,10 +8,11 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
+from mlflow.tracking import MlflowClient
 
 from analysis import Selection
-from analysis.judge import (ACCURACY, FASTER, MISSING, NEW_FAILURE, NOISE, SLOWER, Rules, latency_verdict,
-                            nightly_points)
+from analysis.judge import (ACCURACY, FASTER, MISSING, NEW_FAILURE, NOISE, SLOWER, UNDER_LOAD, Rules,
+                            latency_verdict, nightly_points)
 from analysis.regress import check_regressions, main
 from analysis.select import load_runs
 from bench.measure.errors import ConfigError
@@ -232,3 +233,22 @@ def test_bad_input_is_one_line_and_exit_2(step_store, capsys, args, message):
 def test_rules_name_the_bad_value():
     with pytest.raises(ConfigError, match="test 'ttest' is not one of: mad, mannwhitney"):
         check_regressions(rules=Rules(test="ttest"))
+
+
+def test_a_slower_nightly_measured_on_a_throttled_gpu_is_reported_not_counted(tmp_path):
+    """Ten good nights; the eleventh is 20 % slower but its run says the GPU was throttling: no regression."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    history(uri)
+    newest = noisy(10)
+    newest["r18_fp16"] = SERIES["r18_fp16"][4] * 1.20
+    parent = log_nightly(uri, 10, XAVIER, newest)
+    client = MlflowClient(uri)
+    (run,) = [r for r in client.search_runs([client.get_run(parent).info.experiment_id],
+                                            f"tags.`mlflow.parentRunId` = '{parent}'")
+              if r.info.run_name == "resnet18/fp16/torch2trt/256"]
+    client.set_tag(run.info.run_id, "bench.conditions", "throttled: sw_thermal_slowdown")
+    result = check_regressions(Selection(kind="nightly"), uri)
+    assert result.regressions == [] and result.exit_code == 0, result.render()
+    (under_load,) = [f for f in result.findings if f.kind == UNDER_LOAD]
+    assert under_load.series[2] == "resnet18" and under_load.evidence.startswith("throttled: sw_thermal_slowdown; ")
+    assert "measured under load / throttled" in result.render()

@@ -12,11 +12,11 @@ import traceback
 
 import torch
 
-from bench.measure import accuracy, calibration, fingerprint, timing
+from bench.measure import accuracy, calibration, fingerprint, images, sensors, timing
 from bench.measure.backends import create
 from bench.measure.backends.base import ConversionRequest, Converted, Target, digest
-from bench.measure.models import build_model
-from bench.measure.protocol import FAILED, OK, POINT_FAILURE, SKIPPED, new_measurement, now_ms
+from bench.measure.models import CLASSIFICATION, build_model
+from bench.measure.protocol import FAILED, OK, OUT_OF_MEMORY, POINT_FAILURE, SKIPPED, new_measurement, now_ms
 from bench.measure.resolve import cache_dir, input_shape, resolve_target, skip_reason
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,12 @@ def _measure(plan: dict, measurement: dict) -> None:
 
     log.info("building %s (%s weights) on %s", plan["model"]["name"], plan["model"]["weights"], target.device)
     model = build_model(plan["model"], shape[2], shape[3], target.device, plan["seed"])
-    generator = torch.Generator().manual_seed(plan["accuracy"]["seed"])
-    inputs = [torch.randn(shape, generator=generator).to(target.device) for _ in range(plan["accuracy"]["batches"])]
+    recipe = images.preset(plan["model"]["name"], plan["model"]["weights"] == "pretrained", task == CLASSIFICATION,
+                           shape[2], shape[3])
+    checked = accuracy.random_inputs(plan["accuracy"], shape) if plan["accuracy"]["source"] == "random" \
+        else accuracy.folder_inputs(plan, shape, recipe, task)
+    details.update(checked.details)
+    inputs = [batch.to(target.device) for batch in checked.batches]
     with torch.no_grad():
         reference = [model(x).float().cpu() for x in inputs]
 
@@ -91,9 +95,12 @@ def _measure(plan: dict, measurement: dict) -> None:
     request = ConversionRequest(
         model=copy.deepcopy(model), example=inputs[0], precision=precision, target=target,
         cache_dir=cache_dir(plan), cache_key=cache_key, threads=plan["threads"],
-        calibration=lambda: [b.to(target.device) for b in calibration.batches(plan["calibration"], shape)])
+        calibration=lambda: [b.to(target.device) for b in calibration.batches(plan, shape, recipe)])
     if precision == "int8":
-        details["calibration.source"] = calibration.describe(plan["calibration"])
+        details["calibration.inputs"] = calibration.describe(plan, recipe)
+        if plan["calibration"]["source"] == "folder":
+            measurement["artifacts"]["calibration_images.txt"] = "\n".join(
+                calibration.image_set(plan).files[:plan["calibration"]["num_batches"] * shape[0]]) + "\n"
     del model  # the reference is computed; free its memory before the backend builds
     if target.is_cuda:
         torch.cuda.empty_cache()
@@ -111,13 +118,25 @@ def _measure(plan: dict, measurement: dict) -> None:
 
     with torch.no_grad():
         outputs = [converted.run(_prepare(x, converted)).float().cpu().clone() for x in inputs]
-    metrics.update(accuracy.compare(reference, outputs, task))
+    metrics.update(accuracy.compare(reference, outputs, task, checked.count))
+    metrics.update(accuracy.labelled(reference, outputs, checked))
+    if checked.files:
+        measurement["artifacts"]["predictions.csv"] = accuracy.predictions_csv(reference, outputs, checked, task)
 
     log.info("timing %s (%s scenario)", plan["resolution"]["variant"], scenario)
     x = _prepare(inputs[0], converted)
+    meter, details["energy.source"] = (None, "off: energy=off") if plan["energy"] == "off" else \
+        sensors.energy_meter(plan["device"])
+    before = sensors.device_state(plan["device"])
     with torch.no_grad():
         measured = timing.measure(_timed_call(converted, x, target, settings["include_copies"]), settings, shape[0],
-                                  scenario, synchronize, converted.stream, on_cuda=target.is_cuda)
+                                  scenario, synchronize, converted.stream, on_cuda=target.is_cuda, meter=meter)
+    after = sensors.device_state(plan["device"])
+    details.update({"state." + key: value for key, value in before.items()})
+    details.update({"state.after." + key: after[key] for key in after if after[key] != before.get(key)})
+    conditions = sensors.load_conditions(before, after)
+    if conditions:
+        details["timing.conditions"] = "; ".join(conditions)
     stats = measured.stats()
     metrics.update(stats)
     raw = raw or measured
@@ -142,6 +161,15 @@ def _measure(plan: dict, measurement: dict) -> None:
     measurement["raw_latencies_ms"] = raw.latencies_ms.tolist()
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """An allocation the device could not satisfy: CUDA's (torch >= 1.13 has its own type, older torch says so),
+    the CPU allocator's, ONNX Runtime's."""
+    kind = getattr(torch.cuda, "OutOfMemoryError", None)
+    text = str(exc).lower()
+    return (kind is not None and isinstance(exc, kind)) or any(words in text for words in (
+        "out of memory", "failed to allocate memory", "can't allocate memory"))
+
+
 def device_tags(plan: dict) -> dict:
     """The fingerprint of the device this plan runs on."""
     device = plan["device"]
@@ -163,9 +191,14 @@ def measure(plan: dict) -> dict:
             _measure(plan, measurement)
             measurement["status"] = OK
     except Exception as exc:  # noqa: BLE001 - a failing point is a recorded result, not a crash
-        log.error("point failed: %s: %s", type(exc).__name__, exc)
-        measurement.update(status=FAILED, failure=POINT_FAILURE, metrics={},
-                           reason="{}: {}".format(type(exc).__name__, exc).splitlines()[0][:500],
-                           error="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        reason = "{}: {}".format(type(exc).__name__, exc).splitlines()[0][:500]
+        error = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        if out_of_memory(exc):  # the device cannot hold this point: a fact about the device, not a crash
+            log.warning("point skipped: out of memory (%s)", reason)
+            measurement.update(status=SKIPPED, metrics={}, error=error,
+                               reason="{} at batch {}: {}".format(OUT_OF_MEMORY, plan["input"]["batch_size"], reason))
+        else:
+            log.error("point failed: %s", reason)
+            measurement.update(status=FAILED, failure=POINT_FAILURE, metrics={}, reason=reason, error=error)
     measurement["ended_ms"] = now_ms()
     return measurement

@@ -16,6 +16,7 @@ still say so.
 """
 import hashlib
 import json
+import re
 import time
 import uuid
 
@@ -28,6 +29,9 @@ STATUSES = (OK, SKIPPED, FAILED)
 # Why a point failed: the measurement itself ("point": an exception, a crash), or the way to the
 # device ("executor": unreachable, connection lost). A resumed sweep measures executor failures again.
 POINT_FAILURE, EXECUTOR_FAILURE = "point", "executor"
+# How the reason of a point the device had no memory for begins (recorded as skipped, like any fact about the
+# device; the controller then skips the larger batches of the same series).
+OUT_OF_MEMORY = "out of memory"
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 # The blog's seven models at the sizes it measured them (tables list models in this order).
@@ -55,7 +59,7 @@ PLAN_SCHEMA = {
     "input": {"height": NULLABLE_INT, "width": NULLABLE_INT, "batch_size": int},
     "timing": {"warmup_iters": int, "warmup_s": NUMBER, "min_iters": int, "min_s": NUMBER, "include_copies": bool,
                "unstable_cv": NUMBER},
-    "calibration": {"source": str, "folder": NULLABLE_STR, "num_batches": int, "seed": int},
+    "calibration": {"source": str, "folder": NULLABLE_STR, "num_batches": int, "seed": int, "share_images": bool},
     "accuracy": {"source": str, "folder": NULLABLE_STR, "masks": NULLABLE_STR, "max_images": int, "batches": int,
                  "seed": int},
     "energy": str,
@@ -200,6 +204,11 @@ def point_name(plan: dict) -> str:
     return name
 
 
+def series_name(plan: dict) -> str:
+    """The point's name without its batch size: the points of one batch-size curve share it."""
+    return re.sub(r"/b\d+(?=/|$)", "", point_name(plan))
+
+
 def point_key(plan: dict, host: str) -> str:
     """What the point is, wherever its result goes: the resolved plan (less where results and caches
     live) on this device of this host. The same point measured again has the same key."""
@@ -217,17 +226,26 @@ def new_measurement(plan: dict, tags: dict) -> dict:
     ``point_id`` is its identity (uploads check it, so each measurement reaches a store exactly once);
     ``started_ms``/``ended_ms`` bracket the point's work on the device; ``metrics`` are numbers,
     ``details`` what the conversion did (paths, versions, counts), ``tags`` the device's fingerprint,
-    ``events`` things worth knowing (a discarded cache entry), ``error`` a failure's traceback.
+    ``events`` things worth knowing (a discarded cache entry), ``artifacts`` text files the point made
+    (predictions, the calibration images), ``error`` a failure's traceback.
     """
     return {"point_id": uuid.uuid4().hex, "plan": plan, "status": None, "reason": "", "failure": None,
             "started_ms": now_ms(), "ended_ms": None, "metrics": {}, "details": {}, "tags": tags,
-            "latencies_ms": [], "raw_latencies_ms": [], "events": [], "error": ""}
+            "latencies_ms": [], "raw_latencies_ms": [], "events": [], "artifacts": {}, "error": ""}
 
 
 def failed_measurement(plan: dict, reason: str, failure: str, tags: dict, error: str = "") -> dict:
     """A measurement that failed before or outside the point's own code (a crash, a lost connection)."""
     measurement = new_measurement(plan, tags)
     measurement.update(status=FAILED, reason=reason, failure=failure, error=error, ended_ms=now_ms())
+    return measurement
+
+
+def skipped_measurement(plan: dict, reason: str, tags: dict) -> dict:
+    """A point the controller knows the device cannot run without asking it (a larger batch after one that
+    ran out of memory)."""
+    measurement = new_measurement(plan, tags)
+    measurement.update(status=SKIPPED, reason=reason, ended_ms=now_ms())
     return measurement
 
 

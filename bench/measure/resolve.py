@@ -13,7 +13,7 @@ from typing import Optional
 
 import torch
 
-from bench.measure import backends, calibration, models
+from bench.measure import accuracy, backends, calibration, models, sensors
 from bench.measure.backends.base import Target
 from bench.measure.errors import ConfigError
 from bench.measure.protocol import check_plan, check_values
@@ -79,7 +79,13 @@ def resolve(plan: dict, labels: dict) -> dict:
     _sizes(resolved, spec)
     check_weights(plan["model"], spec.task)
     if plan["precision"] == "int8":
-        calibration.check(plan["calibration"], plan["input"]["batch_size"])
+        calibration.check(resolved)
+    accuracy.check(resolved, spec.task)
+    if plan["energy"] == "require":
+        meter, source = sensors.energy_meter(str(target.device))
+        if meter is None:
+            raise ConfigError(f"energy=require, but {target.device} has no energy source here ({source}); "
+                              "energy=auto records the reason and measures the rest")
     backend, reason, tried = backends.resolve(plan["backend"], target, plan["precision"])
     resolved["device"] = str(target.device)
     if backend is not None:

@@ -14,7 +14,7 @@ The method is part of the result, so unlike numbers are never compared.
 """
 import math
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -33,13 +33,14 @@ class Timing:
     """What one timed run measured: per-call (or per-window) latencies and the wall time they took."""
 
     def __init__(self, method: str, latencies_ms: List[float], batch_size: int, calls: int, wall_s: float,
-                 scenario: str) -> None:
+                 scenario: str, energy: Optional[Tuple[float, float]] = None) -> None:
         self.method = method
         self.latencies_ms = np.asarray(latencies_ms, dtype=float)
         self.batch_size = batch_size
         self.calls = calls
         self.wall_s = wall_s
         self.scenario = scenario
+        self.energy = energy  # (millijoules, mean watts) over the timed window, where a meter watched it
 
     def stats(self) -> Dict[str, float]:
         lat = self.latencies_ms
@@ -64,6 +65,10 @@ class Timing:
             stats["windows"] = float(lat.size)
         else:
             stats["throughput_ips"] = self.batch_size * 1000.0 / mean
+        if self.energy is not None:
+            energy_mj, power_w = self.energy
+            stats.update(energy_mj=energy_mj, power_w_mean=power_w,
+                         energy_mj_per_image=energy_mj / (self.calls * self.batch_size))
         return stats
 
 
@@ -99,11 +104,12 @@ def _warm_up(call: Callable[[], object], timing: dict) -> float:
 
 
 def measure(fn: Callable[[], object], timing: dict, batch_size: int, scenario: str,
-            synchronize: Callable[[], None], stream=None, on_cuda: bool = False) -> Timing:
+            synchronize: Callable[[], None], stream=None, on_cuda: bool = False, meter=None) -> Timing:
     """Time ``fn`` in ``scenario`` until ``timing["min_iters"]`` calls and ``timing["min_s"]`` seconds.
 
     ``synchronize`` waits for the device (a no-op on the CPU); ``stream`` is the CUDA stream the
-    work is queued on (latency scenario on CUDA only).
+    work is queued on (latency scenario on CUDA only). ``meter`` (``start()``, ``stop() -> (mJ, W)``)
+    watches exactly the timed calls, warm-up excluded.
     """
     min_calls = max(timing["min_iters"], 1)
     if scenario == "latency":
@@ -116,10 +122,13 @@ def measure(fn: Callable[[], object], timing: dict, batch_size: int, scenario: s
         synchronize()
         _warm_up(lambda: call_ms(fn), timing)
         latencies = []  # type: List[float]
+        if meter:
+            meter.start()
         start = host_seconds()
         while len(latencies) < min_calls or host_seconds() - start < timing["min_s"]:
             latencies.append(call_ms(fn))
-        return Timing(method, latencies, batch_size, len(latencies), host_seconds() - start, scenario)
+        wall = host_seconds() - start
+        return Timing(method, latencies, batch_size, len(latencies), wall, scenario, meter.stop() if meter else None)
 
     def sync_call() -> None:
         fn()
@@ -129,6 +138,8 @@ def measure(fn: Callable[[], object], timing: dict, batch_size: int, scenario: s
     per_call = _warm_up(sync_call, timing)
     window = max(1, min(min_calls, int(math.ceil(WINDOW_S / max(per_call, 1e-9)))))
     windows, calls, wall = [], 0, 0.0
+    if meter:
+        meter.start()
     while calls < min_calls or wall < timing["min_s"]:
         start = host_seconds()
         for _ in range(window):
@@ -138,7 +149,7 @@ def measure(fn: Callable[[], object], timing: dict, batch_size: int, scenario: s
         windows.append(elapsed * 1e3 / window)
         calls += window
         wall += elapsed
-    return Timing(WINDOW_WALL_CLOCK, windows, batch_size, calls, wall, scenario)
+    return Timing(WINDOW_WALL_CLOCK, windows, batch_size, calls, wall, scenario, meter.stop() if meter else None)
 
 
 def method_description(method: str, include_copies: bool) -> str:

@@ -1,0 +1,171 @@
+"""Choosing: the fastest variant within an accuracy budget, per device and model, and the faster ones it
+turned down (``python -m analysis.recommend`` is the command line).
+
+For every device x model x input x scenario, the candidates (each backend x precision x variant measured
+there, Raw included) are taken fastest first (median latency; images/s in the throughput scenario). The
+first one within the budget is chosen; each faster one is listed with why it was turned down: over the
+budget, an unstable or throttled measurement, no labelled accuracy to judge it by, failed or skipped. A
+top-1 budget is judged only on labelled images (``accuracy=folder`` with class folders), against eager fp32
+on the same images; noise-only accuracy is never used for it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from analysis.select import input_label
+from analysis.tables import PRECISION_LABELS, RAW, Table, is_raw, sig
+from bench.measure.errors import ConfigError
+from bench.record import OK
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much accuracy a faster variant may cost; stated in every recommendation."""
+
+    max_top1_drop: float | None = None  # percentage points of top-1 below eager fp32 on the same labelled images
+    min_agreement: float | None = None  # share of top-1 classes (or pixels) that agree with eager fp32
+    allow_unstable: bool = False  # take runs tagged unstable or measured under load as they are
+
+    def validate(self) -> None:
+        if self.max_top1_drop is None and self.min_agreement is None:
+            raise ConfigError("give a budget: --max-top1-drop POINTS (labelled images) or --min-agreement "
+                              "FRACTION (agreement with eager fp32)")
+        if self.max_top1_drop is not None and self.max_top1_drop < 0:
+            raise ConfigError(f"--max-top1-drop {self.max_top1_drop:g} must be >= 0 (percentage points)")
+        if self.min_agreement is not None and not 0 <= self.min_agreement <= 1:
+            raise ConfigError(f"--min-agreement {self.min_agreement:g} must be between 0 and 1 (0.99 = 99 %)")
+
+    def describe(self) -> str:
+        parts = []
+        if self.max_top1_drop is not None:
+            parts.append(f"top-1 at most {self.max_top1_drop:g} point(s) below eager fp32 on the same labelled images")
+        if self.min_agreement is not None:
+            parts.append(f"top-1 / pixel agreement with eager fp32 at least {100 * self.min_agreement:g} %")
+        stable = "" if self.allow_unstable else "; unstable or throttled measurements are turned down"
+        return "Budget: " + " and ".join(parts) + stable + "."
+
+
+@dataclass
+class Choice:
+    """The answer for one device x model x input x scenario."""
+
+    device: str
+    model: str
+    input_shape: str
+    scenario: str
+    chosen: pd.Series | None
+    rejected: list[tuple[pd.Series, str]]  # faster candidates (and failed ones), each with why not
+
+
+def variant_label(point: pd.Series) -> str:
+    if point["backend"] == "pytorch" and point["precision"] == "fp32":
+        return f"{RAW} (eager fp32)"
+    return f"{PRECISION_LABELS.get(point['precision'], point['precision'])} {point['backend']}"
+
+
+def _agreement(point: pd.Series) -> float:
+    value = point["acc_top1_agreement"] if point["task"] == "classification" else point["acc_pixel_agreement"]
+    return float(value)
+
+
+def verdict(point: pd.Series, budget: Budget) -> str | None:
+    """Why this candidate is turned down, or None when it is within the budget."""
+    if point["status"] != OK:
+        return f"{point['status']}: {point['reason']}"
+    if not budget.allow_unstable and point.get("unstable", ""):
+        return f"unstable: {point['unstable']}"
+    if not budget.allow_unstable and point.get("conditions", ""):
+        return f"measured under load or throttled: {point['conditions']}"
+    raw = is_raw(pd.DataFrame([point])).iloc[0]
+    if budget.max_top1_drop is not None and not raw:
+        if not (math.isfinite(point["acc_top1"]) and math.isfinite(point["ref_top1"])):
+            return "no labelled accuracy (noise inputs only): cannot be judged against a top-1 budget"
+        drop = 100 * (point["ref_top1"] - point["acc_top1"])
+        if drop > budget.max_top1_drop:
+            return f"top-1 {-drop:+.1f} points vs eager fp32, over the {budget.max_top1_drop:g}-point budget"
+    if budget.min_agreement is not None and not raw:
+        agreement = _agreement(point)
+        if not math.isfinite(agreement) or agreement < budget.min_agreement:
+            return f"agreement {100 * agreement:.1f} % below {100 * budget.min_agreement:g} %"
+    return None
+
+
+def recommend(points: pd.DataFrame, budget: Budget) -> list[Choice]:
+    """One choice per device x model x input x scenario of the points (one row per point, analysis.aggregate)."""
+    budget.validate()
+    if budget.max_top1_drop is not None and not points[["acc_top1", "ref_top1"]].notna().all(axis=1).any():
+        raise ConfigError("no selected run was measured on labelled images (accuracy=folder with class folders), so "
+                          "--max-top1-drop cannot be judged: measure with labels, or use --min-agreement")
+    choices = []
+    for (device, model, shape, scenario), group in points.groupby(["device", "model", "input_shape", "scenario"],
+                                                                  sort=True):
+        ok = group[group["status"] == OK]
+        speed, ascending = ("throughput_ips", False) if scenario == "throughput" else ("latency_ms_median", True)
+        ordered = ok.sort_values(speed, ascending=ascending, kind="stable")
+        rejected, chosen = [], None
+        for _, point in ordered.iterrows():
+            why = verdict(point, budget)
+            if why is None:
+                chosen = point
+                break
+            rejected.append((point, why))
+        for _, point in group[group["status"] != OK].iterrows():
+            rejected.append((point, verdict(point, budget)))
+        choices.append(Choice(device, model, shape, scenario, chosen, rejected))
+    return choices
+
+
+def _speed(point: pd.Series, scenario: str) -> str:
+    if scenario == "throughput":
+        return f"{point['throughput_ips']:,.0f} img/s"
+    return f"{sig(point['latency_ms_median'])} ms"
+
+
+def _accuracy(point: pd.Series) -> str:
+    if math.isfinite(point["acc_top1"]) and math.isfinite(point["ref_top1"]):
+        return (f"top-1 {100 * point['acc_top1']:.1f} % ({100 * (point['acc_top1'] - point['ref_top1']):+.1f} "
+                "vs fp32)")
+    agreement = _agreement(point)
+    if not math.isfinite(agreement):
+        return ""
+    noise = " (noise inputs)" if str(point.get("accuracy_inputs", "")).startswith("random") else ""
+    return f"agreement {100 * agreement:.1f} %{noise}"
+
+
+def default_budget(points: pd.DataFrame) -> Budget:
+    """The report's budget: 1 point of top-1 where images were labelled, else 99 % agreement with eager fp32."""
+    labelled = points[["acc_top1", "ref_top1"]].notna().all(axis=1).any()
+    return Budget(max_top1_drop=1.0) if labelled else Budget(min_agreement=0.99)
+
+
+def recommendation_table(choices: list[Choice], budget: Budget) -> Table:
+    """The choices as one table: a row per device x model x input (the recommended variant), then its rejects."""
+    rows, index = [], []
+    for choice in choices:
+        where = (choice.device, f"{choice.model} {input_label(choice.input_shape)}"
+                 + ("" if choice.scenario == "latency" else f" {choice.scenario}"))
+        if choice.chosen is not None:
+            point = choice.chosen
+            index.append((*where, "recommended"))
+            rows.append([variant_label(point), _speed(point, choice.scenario), f"{point['speedup']:.2f}x",
+                         _accuracy(point), ""])
+        else:
+            index.append((*where, "recommended"))
+            rows.append(["none within the budget", "", "", "", ""])
+        for point, why in choice.rejected:
+            index.append((*where, "turned down"))
+            ok = point["status"] == OK
+            rows.append([variant_label(point), _speed(point, choice.scenario) if ok else "",
+                         f"{point['speedup']:.2f}x" if ok and math.isfinite(point["speedup"]) else "",
+                         _accuracy(point) if ok else "", why])
+    columns = ["variant", "speed", "speed-up (same run)", "accuracy", "why not"]
+    idx = pd.MultiIndex.from_tuples(index, names=["device", "model", ""]) if index else \
+        pd.MultiIndex.from_tuples([], names=["device", "model", ""])
+    cells = pd.DataFrame(rows, index=idx, columns=columns, dtype=object)
+    values = pd.DataFrame(math.nan, index=idx, columns=columns, dtype=float)
+    return Table("recommendation", "Recommendation: the fastest variant within the accuracy budget", values, cells,
+                 [budget.describe(), "Speed: median latency per call (ms), or images/s in the throughput scenario; "
+                                     "speed-up over eager fp32 timed in the same run."])

@@ -1,0 +1,75 @@
+"""The fastest variant within an accuracy budget, per device and model, and the faster ones it turned down.
+
+    python -m analysis.recommend --latest --max-top1-drop 1.0      # labelled images: at most 1 point of top-1 lost
+    python -m analysis.recommend --device xavier --min-agreement 0.99   # no labels: 99 % agreement with eager fp32
+
+How candidates are chosen and turned down: analysis/choose.py. A top-1 budget is judged only on labelled
+images (``accuracy=folder`` with class folders), against eager fp32 on the same images; noise-only
+accuracy is never used for it.
+
+Exit status: 0 printed, 2 bad input (no budget, a budget that no selected run can be judged by).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from analysis.choose import Budget, recommend, recommendation_table
+from analysis.cli import add_store_and_filters, add_verbose, filters, setup_logging
+from analysis.render import table_markdown, table_text
+from analysis.select import REPEATS, Selection, aggregate, load_runs
+from bench.measure.errors import ConfigError
+
+FORMATS = ("text", "markdown")
+
+
+def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
+    b = parser.add_argument_group("accuracy budget")
+    b.add_argument("--max-top1-drop", type=float, metavar="POINTS",
+                   help="at most this many percentage points of top-1 below eager fp32 (labelled images)")
+    b.add_argument("--min-agreement", type=float, metavar="FRACTION",
+                   help="at least this share of top-1 classes (or pixels) agreeing with eager fp32, e.g. 0.99")
+    b.add_argument("--allow-unstable", action="store_true", help="also take unstable or throttled measurements")
+
+
+def budget_from(args: argparse.Namespace) -> Budget:
+    return Budget(args.max_top1_drop, args.min_agreement, args.allow_unstable)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m analysis.recommend", description=__doc__.split("\n\n")[0],
+                                epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawTextHelpFormatter)
+    s = p.add_argument_group("selection (list options take a,b,c or repeat)")
+    add_store_and_filters(s, backend_help="resolved backend, e.g. onnxruntime, torch2trt")
+    one = s.add_mutually_exclusive_group()
+    one.add_argument("--sweep", metavar="RUN_ID", help="only the points of this sweep (its parent run id)")
+    one.add_argument("--latest", action="store_true", help="only the points of the newest sweep")
+    s.add_argument("--since", metavar="WHEN", help="runs started at or after WHEN: 2024-05-01, 12h, 7d")
+    s.add_argument("--repeats", choices=REPEATS, default="newest", help="a point measured more than once")
+    add_budget_arguments(p)
+    o = p.add_argument_group("output")
+    o.add_argument("--format", choices=FORMATS, default="text")
+    add_verbose(o)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    setup_logging(args.verbose)
+    selection = Selection(experiment=args.experiment, sweep="latest" if args.latest else args.sweep,
+                          since=args.since, **filters(args))
+    try:
+        budget = budget_from(args)
+        budget.validate()
+        points = aggregate(load_runs(selection, args.tracking_uri), args.repeats)
+        table = recommendation_table(recommend(points, budget), budget)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(table_markdown(table) if args.format == "markdown" else table_text(table))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
