@@ -3,6 +3,7 @@ process where torch cannot be imported: reading a store never needs it."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -39,9 +40,12 @@ def test_report_of_a_real_cpu_sweep_in_an_environment_without_torch(tmp_path, sm
     rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in markdown.splitlines()
             if line.startswith("| ") and "median latency" not in line}
     for label in ("Raw", "FP32 (onnxruntime)", "INT8 (onnxruntime)"):
-        assert float(rows[label]) > 0, (label, rows)
-    assert rows["INT8 (pytorch)"] == "— [1]"
-    assert "[1] skipped: " in markdown and "int8" in markdown.split("[1] skipped: ")[1].splitlines()[0]
+        # A cell is "0.386", or "0.386 [2]" where this noisy machine made the latency unstable (a footnote says so).
+        assert float(rows[label].split(" [")[0]) > 0, (label, rows)
+    skipped = re.fullmatch(r"— (\[\d+\])", rows["INT8 (pytorch)"])
+    assert skipped, rows
+    note = f"{skipped.group(1)} skipped: "
+    assert note in markdown and "int8" in markdown.split(note)[1].splitlines()[0]
     assert "4 run(s) -> 4 point(s): 3 ok, 1 skipped" in markdown
     plots = sorted((out / "plots").glob("*.png"))
     assert {p.name.split("_")[0] for p in plots} == {"latency", "speedup", "distribution"}
