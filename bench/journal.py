@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from bench.record import COMPLETE, INCOMPLETE
+from bench.tracking import process_gone, process_token
 
 JOURNAL_DIR = Path(os.environ.get("XDG_STATE_HOME", "~/.local/state")).expanduser() / "trt-bench" / "journal"
 
@@ -39,7 +40,7 @@ class Journal:
         entry = self._read(sweep["id"]) or {"id": sweep["id"], "grid_key": sweep["grid_key"], "uri": sweep["uri"],
                                             "experiment": sweep["experiment"], "started_ms": sweep["started_ms"],
                                             "points": {}}
-        entry["state"] = INCOMPLETE
+        entry.update(state=INCOMPLETE, process=process_token())
         self._write(entry)
 
     def point(self, sweep_id: str, key: str, status: str) -> None:
@@ -55,11 +56,13 @@ class Journal:
             self._write(entry)
 
     def latest_sweep(self, grid_key: str, uri: str, experiment: str) -> tuple[str, str] | None:
-        """(sweep id, state) of the newest sweep of this grid into this store that this machine ran, or None."""
+        """(sweep id, state) of the newest sweep of this grid into this store that this machine ran and no live
+        process is running, or None."""
         mine = []
         for path in self.folder.glob("*.json") if self.folder.is_dir() else []:
             entry = self._read(path.stem)
-            if entry and (entry["grid_key"], entry["uri"], entry["experiment"]) == (grid_key, uri, experiment):
+            if entry and (entry["grid_key"], entry["uri"], entry["experiment"]) == (grid_key, uri, experiment) \
+                    and process_gone(entry.get("process", "")) is not False:
                 mine.append(entry)
         newest = max(mine, key=lambda e: e["started_ms"], default=None)
         return (newest["id"], newest["state"]) if newest else None

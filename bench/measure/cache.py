@@ -6,6 +6,7 @@ in one step, so a process killed while exporting or building never leaves half a
 An entry that exists but fails to load (a disk error, an entry from a build that was buggy) is
 discarded and rebuilt, and the fact goes into the measurement's ``cache_events``.
 """
+import glob
 import logging
 import os
 import shutil
@@ -46,6 +47,7 @@ class CacheEntry:
         """Run ``make(temporary_folder)``, then move the folder into place whole."""
         parent = os.path.dirname(self.folder)
         os.makedirs(parent, exist_ok=True)
+        _remove_orphans(self.folder)
         partial = "{}.partial-{}".format(self.folder, os.getpid())
         shutil.rmtree(partial, ignore_errors=True)
         os.makedirs(partial)
@@ -74,6 +76,15 @@ class CacheEntry:
             self.events.append(message)
             shutil.rmtree(self.folder, ignore_errors=True)
             return None
+
+
+def _remove_orphans(folder: str) -> None:
+    """Temporary folders of builds whose process died (killed while exporting): never used, removed here."""
+    for partial in glob.glob(glob.escape(folder) + ".partial-*"):
+        pid = partial.rsplit("-", 1)[1]
+        if pid.isdigit() and not os.path.exists("/proc/{}".format(pid)):
+            log.info("removing %s, left by a build that was killed", partial)
+            shutil.rmtree(partial, ignore_errors=True)
 
 
 def write_file_atomic(path: str, data: bytes) -> None:
