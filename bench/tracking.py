@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import json
 import logging
 import os
 import socket
@@ -296,9 +297,14 @@ class Store:
 
     @bounded
     def latest_sweep(self, grid_key: str) -> tuple[str, str] | None:
-        """(sweep id, state) of the newest sweep of this grid, or None when it never ran into this store."""
+        """(sweep id, state) of the newest sweep of this grid that no process is running now, or None.
+
+        A RUNNING parent belongs to a live sweep (``settle_abandoned`` has closed the others): the same command
+        started beside it, by a second cron line say, runs a sweep of its own rather than merge into that one.
+        """
         found = self.client.search_runs(
-            [self.experiment_id], f"tags.`{record.ROLE}` = '{PARENT}' and tags.`{record.GRID_KEY}` = '{grid_key}'",
+            [self.experiment_id], f"tags.`{record.ROLE}` = '{PARENT}' and tags.`{record.GRID_KEY}` = '{grid_key}' "
+                                  f"and attributes.status != '{record.RUNNING_RUN}'",
             max_results=1, order_by=["attributes.start_time DESC"])
         if not found:
             return None
@@ -338,6 +344,8 @@ class Store:
             params = [Param(key[:250], str(value)[:6000]) for key, value in sweep["params"].items()]
             if params:
                 self.client.log_batch(run.info.run_id, params=params)
+            self.client.set_experiment_tag(self.experiment_id, SAVED_VIEW + run.info.run_id,
+                                           sweep_view(sweep, now_ms()))
             log.info("MLflow parent run %s for sweep %s", run.info.run_id, sweep["id"])
             return run.info.run_id
 
@@ -426,13 +434,33 @@ class Store:
         return self.upload(point, parent_id), True
 
 
+SAVED_VIEW = "mlflow.sharedViewState."  # experiment tag prefix of the UI's saved views ("Views" menu)
+VIEW_COLUMNS = ["metrics.`latency_ms_median`", "metrics.`speedup`", "metrics.`throughput_ips`",
+                "attributes.`Description`", "params.`model`", "params.`backend`", "params.`precision`",
+                "params.`input.shape`"]
+
+
+def sweep_view(sweep: dict, created_ms: int) -> str:
+    """The MLflow UI's saved view of one sweep: its runs, fastest first, with the numbers as columns.
+
+    The UI keeps its table layout (columns, sort) in the browser; a saved view is the one layout a client can
+    hand it, and the link opens it. Sorted, the rows are flat: parent and children side by side.
+    """
+    state = {"searchFilter": f"tags.`{record.SWEEP_ID}` = '{sweep['id']}'",
+             "orderByKey": "metrics.`latency_ms_median`", "orderByAsc": True, "selectedColumns": VIEW_COLUMNS}
+    return json.dumps({"name": sweep["name"], "createdAt": created_ms, "updatedAt": created_ms,
+                       "state": json.dumps(state)})
+
+
 def link(uri: str, experiment_id: str, parent_id: str | None = None) -> str:
-    """The address that opens a sweep's runs in the MLflow UI's model-training view.
+    """The address that opens a sweep's runs (its saved view) in the MLflow UI's model-training view.
 
     For a local store it is the address of ``mlflow ui`` on its default port; for a server, the server's.
+    ``workflowType`` is in the link because MLflow 3.17 opens every experiment in its GenAI view otherwise
+    (it ignores ``mlflow.experimentKind``); a search parameter would make the UI ignore the view.
     """
     base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
     query = "workflowType=machine_learning"
     if parent_id:
-        query += "&" + urllib.parse.urlencode({"searchFilter": f"tags.`{record.PARENT_RUN}` = '{parent_id}'"})
+        query += "&" + urllib.parse.urlencode({"viewStateShareKey": parent_id})
     return f"{redact(base)}/#/experiments/{experiment_id}/runs?{query}"
