@@ -1,4 +1,6 @@
 """Each bad input stops before any work with one line ``error: ...`` and exit status 2, and creates no store."""
+import json
+
 import pytest
 import torch
 
@@ -76,3 +78,20 @@ def test_a_grid_is_checked_whole_before_its_first_point(tmp_path):
     assert proc.stderr.strip().splitlines()[-1].startswith("error: point 2 of 3 (")
     assert "input.batch_size=0 must be >= 1" in proc.stderr and "measuring" not in proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_option_set_beside_a_swept_backend_reaches_each_point_and_is_checked_there(tmp_path):
+    """Hydra composes a multirun first with the default backend (auto), which has no channels_last."""
+    plans = tmp_path / "plans.jsonl"
+    made = run_cli("-m", *SMALL, "backend=pytorch,inductor", "backend.channels_last=true", "executor=plan",
+                   f"executor.out={plans}", cwd=tmp_path, timeout=180)
+    assert made.returncode == 0, made.stderr[-2000:]
+    backends = [json.loads(line)["backend"] for line in plans.read_text().splitlines()]
+    assert [(b["name"], b["channels_last"]) for b in backends] == [("pytorch", True), ("inductor", True)]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    wrong = run_cli("-m", *SMALL, "backend=pytorch,onnxruntime", "backend.channels_last=true", cwd=elsewhere,
+                    timeout=180)
+    assert wrong.returncode == 2 and "measuring" not in wrong.stderr
+    assert "backend.channels_last is not an option of backend onnxruntime" in wrong.stderr.strip().splitlines()[-1]
+    assert list(elsewhere.iterdir()) == []
