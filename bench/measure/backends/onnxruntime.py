@@ -136,16 +136,25 @@ class OnnxRuntimeBackend(Backend):
             quant_pre_process(source, prepared, skip_symbolic_shape=True)
         log.info("quantizing to int8 (%s, per_channel=%s, %s, %d calibration batches)", self.options["quant_format"],
                  self.options["per_channel"], self.options["calibrate_method"], len(batches))
-        quantize_static(
-            prepared, destination, BatchReader([b.cpu().numpy() for b in batches]),
-            quant_format=QuantFormat[self.options["quant_format"]],
-            per_channel=self.options["per_channel"],
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod[self.options["calibrate_method"]],
-        )
-        if prepared != source:
-            os.remove(prepared)
+        # onnxruntime < 1.11 writes its calibration model to ./augmented_model.onnx: quantize inside the cache
+        # entry's own (temporary) folder, never in the folder the user started from.
+        folder, here = os.path.dirname(os.path.abspath(destination)), os.getcwd()
+        os.chdir(folder)
+        try:
+            quantize_static(
+                os.path.abspath(prepared), os.path.abspath(destination),
+                BatchReader([b.cpu().numpy() for b in batches]),
+                quant_format=QuantFormat[self.options["quant_format"]],
+                per_channel=self.options["per_channel"],
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod[self.options["calibrate_method"]],
+            )
+        finally:
+            os.chdir(here)
+        for leftover in ([prepared] if prepared != source else []) + [os.path.join(folder, "augmented_model.onnx")]:
+            if os.path.exists(leftover):
+                os.remove(leftover)
 
     def session(self, path: str, request: ConversionRequest):
         import onnxruntime as ort
