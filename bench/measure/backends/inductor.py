@@ -12,6 +12,7 @@ cache is retried once with that cache emptied (recorded in ``cache_events``).
 import logging
 import os
 import shutil
+import time
 from typing import Optional
 
 import torch
@@ -93,7 +94,11 @@ class InductorBackend(Backend):
             return self._compile(request, cache, events)
 
     def _compile(self, request: ConversionRequest, cache: str, events: list) -> Converted:
+        started = time.perf_counter()
+        import torch._inductor.compile_fx  # noqa: F401 - Inductor and Triton load once per process: timed apart
         from torch._dynamo.utils import counters
+
+        import_s = time.perf_counter() - started
 
         mode = COMPILE_MODES[(self.options["mode"], self.cuda_graphs(request.target))]
         channels_last = self.options["channels_last"]
@@ -109,12 +114,16 @@ class InductorBackend(Backend):
 
         hits_before = counters["inductor"]["fxgraph_cache_hit"]
         compile_before = _compiler_seconds()
+        calls_s = []
         for _ in range(3 if self.cuda_graphs(request.target) else 1):  # compile; warm up, record the graph
+            start = time.perf_counter()
             run(example)
-        if request.target.is_cuda:
-            torch.cuda.synchronize(request.target.device)
+            if request.target.is_cuda:
+                torch.cuda.synchronize(request.target.device)
+            calls_s.append(time.perf_counter() - start)
         hit = counters["inductor"]["fxgraph_cache_hit"] > hits_before
-        details = {"compile_mode": mode}
+        details = {"compile_mode": mode, "compile.import_s": "{:.2f}".format(import_s),
+                   "compile.calls_s": ", ".join("{:.2f}".format(t) for t in calls_s)}
         compiler_s = _compiler_seconds()
         if compiler_s:
             details["compile.compiler_s"] = "{:.2f}".format(compiler_s - compile_before)
