@@ -43,7 +43,7 @@ from bench import record
 from bench.config import register_configs
 from bench.executors import Device
 from bench.lock import DEFAULT_LOCK_DIR, LockBusy, device_lock
-from bench.measure.errors import ConfigError
+from bench.measure.errors import ConfigError, OneLineParser
 from bench.tracking import tracking_uri
 
 log = logging.getLogger("nightly")
@@ -213,7 +213,7 @@ def run_nightly(night: Night, args: argparse.Namespace, lock_fd: int) -> Outcome
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python nightly.py",
         description="The nightly job: take the device lock, sweep the nightly grid (resuming tonight's sweep if it\n"
                     "was interrupted), compare it with the previous nightlies, attach the summary.\n"

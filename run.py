@@ -45,11 +45,11 @@ def task(cfg: DictConfig) -> int:
 
 
 def main() -> int:
-    from bench.config import register_configs, sweepable_backend_options
+    from bench.config import register_configs, hydra_argv
     from bench.hydra_errors import one_line
 
     register_configs()
-    sys.argv = sweepable_backend_options(sys.argv)
+    sys.argv = hydra_argv(sys.argv)
     full_traces = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra's own errors reach us whole, to be said in one line
     try:

@@ -19,7 +19,7 @@ from analysis.choose import Budget, recommend, recommendation_table
 from analysis.cli import add_store_and_filters, add_verbose, filters, setup_logging
 from analysis.render import table_markdown, table_text
 from analysis.select import REPEATS, Selection, aggregate, load_runs
-from bench.measure.errors import ConfigError
+from bench.measure.errors import ConfigError, OneLineParser
 
 FORMATS = ("text", "markdown")
 
@@ -38,7 +38,7 @@ def budget_from(args: argparse.Namespace) -> Budget:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m analysis.recommend", description=__doc__.split("\n\n")[0],
+    p = OneLineParser(prog="python -m analysis.recommend", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawTextHelpFormatter)
     s = p.add_argument_group("selection (list options take a,b,c or repeat)")
     add_store_and_filters(s, backend_help="resolved backend, e.g. onnxruntime, torch2trt")

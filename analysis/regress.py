@@ -23,7 +23,7 @@ from analysis.cli import add_store_and_filters, add_verbose, filters, setup_logg
 from analysis.judge import FORMATS, TESTS, Nightly, RegressionCheck, Rules, judge_device, nightly_points
 from analysis.plots import write_regression_plots
 from analysis.select import Selection, connect, experiment_id, load_latencies, load_runs, sweep_parent
-from bench.measure.errors import ConfigError
+from bench.measure.errors import ConfigError, OneLineParser
 from bench.record import CHILD
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def rules_from(args: argparse.Namespace) -> Rules:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m analysis.regress",
         description="Compare the newest nightly of each device with its previous nightlies: slower or faster\n"
                     "series (beyond a threshold AND the series' own noise), accuracy drops, new failures.\n"

@@ -15,11 +15,11 @@ from analysis.build import build_report
 from analysis.cli import add_store_and_filters, add_verbose, filters, setup_logging, split_list
 from analysis.render import FORMATS
 from analysis.select import REPEATS, Selection
-from bench.measure.errors import ConfigError
+from bench.measure.errors import ConfigError, OneLineParser
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m analysis.report",
         description="Tables (the blog's per-device latency table, speed-ups, accuracy, conversion time,\n"
                     "devices side by side) and plots from the benchmark runs in MLflow. Only ok runs give\n"

@@ -134,17 +134,20 @@ class Config:
     label: Optional[str] = None  # names the sweep; part of what makes two runs "the same sweep"
 
 
-def sweepable_backend_options(argv: list[str]) -> list[str]:
-    """The command line with ``backend.K=V`` written ``++backend.K=V`` where -m sweeps the backend group.
+def hydra_argv(argv: list[str]) -> list[str]:
+    """The command line as Hydra's parser takes it: ``-m`` first, ``backend.K=V`` as ``++backend.K=V`` in a sweep
+    of the backend group.
 
-    Hydra composes a multirun once with its sweeps left out, so with the default backend (auto), whose schema
-    has none of the swept backends' options: ``backend=pytorch,inductor backend.channels_last=true`` would be
-    refused there. ``++`` sets or adds the key; each point's backend then checks its options on the device,
+    Hydra's parser refuses a flag after the overrides (``run.py model=resnet18 -m ...``), so ``-m`` moves to the
+    front. Hydra composes a multirun once with its sweeps left out, so with the default backend (auto), whose
+    schema has none of the swept backends' options: ``backend=pytorch,inductor backend.channels_last=true`` would
+    be refused there. ``++`` sets or adds the key; each point's backend then checks its options on the device,
     so a misspelt option is still an error.
     """
-    multirun = any(arg in ("-m", "--multirun") for arg in argv)
+    flags = [arg for arg in argv[1:] if arg in ("-m", "--multirun")]
+    argv = [argv[0], *flags, *(arg for arg in argv[1:] if arg not in flags)]
     swept = any(arg.startswith("backend=") and ("," in arg or "(" in arg) for arg in argv)
-    if not (multirun and swept):
+    if not (flags and swept):
         return argv
     return [f"++{arg}" if arg.startswith("backend.") and "=" in arg else arg for arg in argv]
 

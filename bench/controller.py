@@ -214,6 +214,8 @@ def run_sweep(grid: Grid, multirun: bool, pinned_sweep: str | None = None, lock_
     if grid.executor["kind"] not in ("local", "ssh"):
         raise ConfigError(f"executor.kind={grid.executor['kind']!r} is not one of: local, ssh, plan")
 
+    if not multirun and grid.resume not in ("auto", "new"):
+        raise ConfigError(f"resume={grid.resume}: only a sweep (-m) is resumed; a single run records a run of its own")
     check_uri(uri, grid.tracking["server"])
     context = SweepContext(None, Spool(Path(grid.tracking["spool_dir"] or DEFAULT_SPOOL_DIR).expanduser()),
                            Journal(), None)

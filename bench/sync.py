@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import record
-from bench.measure.errors import ConfigError
+from bench.measure.errors import ConfigError, OneLineParser
 from bench.record import PointRecord, record_from
 from bench.spool import DEFAULT_SPOOL_DIR, Spool
 from bench.tracking import SERVER_ERRORS, Store, Unreachable, error_line, file_lock, link, redact
@@ -114,7 +114,7 @@ def _legacy_uri(entry: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.sync", description=__doc__.split("\n\n")[0],
+    parser = OneLineParser(prog="python -m bench.sync", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--spool", metavar="DIR",
                         help=f"the spool, or a device's results folder (default {DEFAULT_SPOOL_DIR})")

@@ -1,10 +1,13 @@
 """Each bad input stops before any work with one line ``error: ...`` and exit status 2, and creates no store."""
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from conftest import SMALL, free_port, run_cli
+from conftest import ROOT, SMALL, free_port, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +54,7 @@ CASES = {
     "bad backend option value": (["backend=onnxruntime", "backend.calibrate_method=Magic"], "is not one of"),
     "unknown backend option": (["backend=onnxruntime", "+backend.magic=1"], "backend.magic is not an option of"),
     "bad device": (["device=tpu"], "device='tpu' is not"),
+    "resume given to a single run": (["resume=0123456789abcdef0123456789abcdef"], "only a sweep (-m) is resumed"),
     # the store, checked before anything is measured
     "unreachable store": (["tracking.uri=http://127.0.0.1:{port}"], "cannot be reached"),
     "store in a folder that does not exist": (["tracking.uri=sqlite:////no/such/dir/mlflow.db"],
@@ -73,7 +77,7 @@ def test_one_line_error_before_any_work(case, files, tmp_path):
 
 def test_a_grid_is_checked_whole_before_its_first_point(tmp_path):
     """Point 2 of 3 is wrong: nothing is measured, not even point 1."""
-    proc = run_cli("-m", *SMALL, "backend=pytorch", "input.batch_size=1,0,2", cwd=tmp_path, timeout=180)
+    proc = run_cli(*SMALL, "backend=pytorch", "-m", "input.batch_size=1,0,2", cwd=tmp_path, timeout=180)  # -m anywhere
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: point 2 of 3 (")
     assert "input.batch_size=0 must be >= 1" in proc.stderr and "measuring" not in proc.stderr
@@ -95,3 +99,17 @@ def test_an_option_set_beside_a_swept_backend_reaches_each_point_and_is_checked_
     assert wrong.returncode == 2 and "measuring" not in wrong.stderr
     assert "backend.channels_last is not an option of backend onnxruntime" in wrong.stderr.strip().splitlines()[-1]
     assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize("module, args, message", [
+    ("analysis.report", ["--format", "pdf"], "argument --format: invalid choice: 'pdf'"),
+    ("analysis.regress", ["--threshold", "abc"], "'abc' is not a percentage like 5 or 5%"),
+    ("bench.sync", ["--nope"], "unrecognized arguments: --nope"),
+    ("bench.measure", [], "the following arguments are required"),
+])
+def test_a_mistake_in_a_command_line_option_is_one_line_without_the_usage(module, args, message, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [proc.stderr.strip()] and proc.stderr.startswith("error: python")
+    assert message in proc.stderr and "usage:" not in proc.stderr

@@ -18,6 +18,7 @@ import os
 import sys
 
 from bench.measure import results
+from bench.measure.errors import OneLineParser
 from bench.measure.protocol import FAILED, OK, SKIPPED, PlanError, point_key, point_name, read_plans
 from bench.measure.worker import collect_facts, configure_logging, measure_plan, resolve_plans, run_in_child, \
     serve_stdio
@@ -95,7 +96,7 @@ def measure_file(path: str, out: str) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m bench.measure", description=__doc__.split("\n\n")[0],
+    parser = OneLineParser(prog="python3 -m bench.measure", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("what", metavar="PLANS.jsonl|facts|serve",
                         help="a plans file to measure, 'facts' to print what this device has, or 'serve'")

@@ -2,9 +2,10 @@
 
 Compilation happens on the first call, and with CUDA graphs the graph is recorded on a later one
 (CUDA graph trees warm up once, record once, then replay), so ``convert`` makes three calls and
-conversion time includes compiling and recording. The compiler's own share (Dynamo, AOTAutograd,
-Inductor: its ``compilation_time_metrics``) is recorded beside it, so a slow warm start can be
-told apart from the first calls' work (cuDNN autotuning, CUDA graph recording). Inductor's and Triton's on-disk caches live under the suite's cache directory, so a
+conversion time includes compiling and recording. Its parts are recorded apart, so a slow warm start
+can be told apart: the import of Inductor and Triton (paid once per process, cache or not), the
+compiler's own share (Dynamo, AOTAutograd, Inductor: ``compilation_time_metrics``) and each first
+call. Inductor's and Triton's on-disk caches live under the suite's cache directory, so a
 repeat of the same point compiles from cache; the hit is read from Inductor's own counters.
 Inductor writes its cache files through a temporary file itself; a compile that fails with a
 cache is retried once with that cache emptied (recorded in ``cache_events``).
