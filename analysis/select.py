@@ -61,6 +61,7 @@ FIELDS = {
     "scenario": ("params", "scenario"),
     "unstable": ("tags", "bench.unstable"),
     "conditions": ("tags", "bench.conditions"),
+    "energy_source": ("tags", "energy.source"),
     "accuracy_labelled": ("tags", "accuracy.labelled"),
     "accuracy_inputs": ("tags", "accuracy.inputs"),
 }

@@ -421,22 +421,37 @@ def batch_table(points: pd.DataFrame, device: str, model: str, size: str, metric
         for batch in batches:
             point = find_point(group, precision=precision, backend=backend, input_shape=f"{batch}x3x{size}")
             grid[(label, batch)] = _cell(point, point[metric] if point is not None else math.nan, fmt, notes)
-    what, header = ("images per second (batch x calls / wall time)", "img/s") if metric == "throughput_ips" else \
-        ("latency per call (ms: window time / calls)", "ms per call")
+    kind, what, header = BATCH_METRICS[metric]
     values, cells = _frames(grid, [r[0] for r in rows], batches, header)
     values.columns.name = cells.columns.name = "batch"
-    kind = "throughput" if metric == "throughput_ips" else "batchlatency"
+    lines = notes.lines()
+    if metric == "energy_mj_per_image":
+        sources = sorted(set(group.loc[group[metric].notna(), "energy_source"].dropna()))
+        lines.append("energy over each run's timed window from " + "; ".join(sources))
     return Table(f"{kind}_{slug(device)}_{slug(model)}_{size}",
                  f"{device}: {model} at {size}, {what} against the batch size (throughput scenario: back-to-back "
-                 "calls, one sync per window)", values, cells, notes.lines())
+                 "calls, one sync per window)", values, cells, lines)
+
+
+# metric -> (table name, what the table shows, column header)
+BATCH_METRICS = {
+    "throughput_ips": ("throughput", "images per second (batch x calls / wall time)", "img/s"),
+    "latency_ms_median": ("batchlatency", "latency per call (ms: window time / calls)", "ms per call"),
+    "energy_mj_per_image": ("energy", "energy per image (mJ: energy over the window / images)", "mJ per image"),
+}
 
 
 def batch_tables(points: pd.DataFrame) -> list[Table]:
-    """Throughput and latency against the batch size, per device x model x input size of the throughput scenario."""
+    """Throughput, latency and (where measured) energy against the batch size, per device x model x input size of
+    the throughput scenario."""
     sub = points[points["scenario"] == "throughput"]
     keys = sorted(set(zip(sub["device"], sub["model"], sub["input_shape"].map(_size))))
-    return [batch_table(points, device, model, size, metric) for device, model, size in keys
-            for metric in ("throughput_ips", "latency_ms_median")]
+    tables = []
+    for device, model, size in keys:
+        group = sub[(sub["device"] == device) & (sub["model"] == model) & (sub["input_shape"].map(_size) == size)]
+        tables += [batch_table(points, device, model, size, metric) for metric in BATCH_METRICS
+                   if metric != "energy_mj_per_image" or group[metric].notna().any()]
+    return tables
 
 
 def _shape_key(shape: str) -> tuple:

@@ -258,3 +258,24 @@ def test_empty_store_and_empty_time_range(seed_store, tmp_path, capsys):
     Store(tracking(f"sqlite:///{tmp_path / 'empty.db'}"))  # the experiment, no runs
     assert main(["--tracking-uri", f"sqlite:///{tmp_path / 'empty.db'}", "--latest"]) == 2
     assert "has no sweep" in capsys.readouterr().err
+
+
+def test_energy_per_image_against_the_batch_size_with_its_source(tmp_path):
+    """A throughput curve from a device with an energy counter (NVML on an H100, not here): one mJ-per-image cell
+    per point, the counter named under the table; a curve measured without a source gets no energy table."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    made = []
+    for backend, median in (("pytorch", 4.0), ("inductor", 0.5)):
+        for batch, energy in ((1, 600.0 if backend == "pytorch" else 110.0), (8, 45.0)):
+            point = measurement(H100_TAGS, "resnet50", backend, "bf16", 224, median=median * batch ** 0.5)
+            point["plan"].update(scenario="throughput", input={"height": 224, "width": 224, "batch_size": batch})
+            point["metrics"].update(energy_mj_per_image=energy, power_w_mean=300.0)
+            point["details"]["energy.source"] = "nvml total energy: NVIDIA H100 80GB HBM3 (GPU 0)"
+            made.append(point)
+    record_sweep(uri, "energy", made)
+    tables = {t.key: t for t in build_report(Selection(), uri=uri, plots=False).tables}
+    energy = tables["energy_nvidia-h100-80gb-hbm3_resnet50_224x224"]
+    assert energy.values.loc["BF16 (pytorch)"].tolist() == [600.0, 45.0]
+    assert energy.values.loc["BF16 (inductor)"].tolist() == [110.0, 45.0]
+    assert energy.notes[-1] == ("energy over each run's timed window from nvml total energy: "
+                                "NVIDIA H100 80GB HBM3 (GPU 0)")

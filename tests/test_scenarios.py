@@ -62,6 +62,7 @@ def test_the_report_draws_throughput_and_latency_against_the_batch_size(throughp
     assert "images per second (batch x calls / wall time) against the batch size" in report.stdout
     table = report.stdout.split("against the batch size")[1]
     assert "img/s" in table.splitlines()[2] and table.splitlines()[2].split()[1:] == ["1", "4"]
+    assert "energy per image" not in report.stdout  # no source here: no table of invented numbers
     assert (tmp_path / "report" / "plots" / "batch_amd-epyc_resnet18_64x64.png").is_file() or \
         list((tmp_path / "report" / "plots").glob("batch_*_resnet18_64x64.png"))
 
