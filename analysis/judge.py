@@ -89,7 +89,7 @@ class Rules:
             noise = (f"AND a one-sided Mann-Whitney U test of the new run's per-call latencies against the "
                      f"baseline runs' per-call latencies gives p < {self.alpha:g} (within-run noise only)")
         return [
-            "Series: host x device x model x backend x precision x input shape; backend 'raw' is eager fp32 "
+            "Series: host x device x model x backend x precision x input shape x scenario; backend 'raw' is eager fp32 "
             "timed inside every run (median over the nightly's runs of that model and input).",
             f"Baseline: each series' values in the device's previous {self.window} nightly(s); latency is judged "
             f"with at least {self.min_baseline} ok value(s) (else 'no baseline yet'), accuracy and status against "

@@ -41,7 +41,7 @@ def parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m analysis.recommend", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawTextHelpFormatter)
     s = p.add_argument_group("selection (list options take a,b,c or repeat)")
-    add_store_and_filters(s, backend_help="resolved backend, e.g. onnxruntime, torch2trt")
+    add_store_and_filters(s, backend_help="backend variant as in run names, e.g. onnxruntime, inductor+cudagraphs")
     one = s.add_mutually_exclusive_group()
     one.add_argument("--sweep", metavar="RUN_ID", help="only the points of this sweep (its parent run id)")
     one.add_argument("--latest", action="store_true", help="only the points of the newest sweep")

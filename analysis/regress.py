@@ -83,7 +83,7 @@ def _percent(text: str) -> float:
 
 
 def add_rule_arguments(parser: argparse.ArgumentParser) -> None:
-    """The judging options, shared by this CLI and ``python -m bench.nightly``."""
+    """The judging options, shared by this CLI and ``python nightly.py``."""
     r = parser.add_argument_group("regression rules (stated in every summary)")
     d = Rules()
     r.add_argument("--window", type=int, default=d.window, metavar="N",
@@ -123,7 +123,7 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     s = p.add_argument_group("selection (list options take a,b,c or repeat)")
-    add_store_and_filters(s, backend_help="resolved backend")
+    add_store_and_filters(s, backend_help="backend variant as in run names, e.g. onnxruntime, inductor+cudagraphs")
     s.add_argument("--kind", default="nightly", help="bench.kind of the sweeps compared (default: %(default)s)")
     s.add_argument("--sweep", metavar="RUN_ID", help="the nightly to judge (its parent run id); default: the newest "
                                                      "nightly of each device")

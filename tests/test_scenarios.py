@@ -51,6 +51,7 @@ def test_energy_is_unavailable_here_with_the_reason_and_never_invented(throughpu
     for run in points(throughput_sweep[0]):
         assert run.data.tags["energy.source"].startswith("unavailable: ")
         assert not {"energy_mj_per_image", "power_w_mean", "energy_mj"} & set(run.data.metrics)
+        assert not [key for key in run.data.tags if key.startswith("state.state.")]  # one prefix, as documented
 
 
 def test_the_report_draws_throughput_and_latency_against_the_batch_size(throughput_sweep, tmp_path):

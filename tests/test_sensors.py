@@ -152,7 +152,7 @@ def test_an_absent_source_is_unavailable_and_says_why(tmp_path, monkeypatch):
 
 def test_device_state_reads_each_recorded_tree(tmp_path):
     nano = device_state("cuda:0", root=str(tree("jetson-nano-l4t32", tmp_path)))
-    unreadable = nano.pop("state.unreadable")
+    unreadable = nano.pop("unreadable")
     assert nano == {"jetson.nvpmodel": "MAXN", "jetson.gpu_freq_mhz": "230", "jetson.gpu_freq_max_mhz": "921",
                     "jetson.gpu_temperature_c": "31", "jetson.emc_activity": "96000", "jetson.clocks": "off"}
     assert unreadable.startswith("EMC rate (none of /sys/kernel/debug/bpmp/debug/clk/emc/rate")
@@ -173,7 +173,7 @@ def test_device_state_reads_each_recorded_tree(tmp_path):
     assert device_state("cpu", root=str(tree("rapl-x86", tmp_path))) == {"cpu.governor": "powersave",
                                                                         "cpu.freq_mhz": "2400"}
     assert device_state("cpu", root=str(tmp_path / "nothing")) == {
-        "state.unreadable": "cpufreq (no /sys/devices/system/cpu/cpu0/cpufreq)"}
+        "unreadable": "cpufreq (no /sys/devices/system/cpu/cpu0/cpufreq)"}
 
 
 def test_load_conditions_name_each_reason_and_nothing_for_a_clean_window():

@@ -576,7 +576,7 @@ def energy_meter(device: str, root: str = "/") -> Tuple[Optional[EnergyMeter], s
 def device_state(device: str, root: str = "/") -> Dict[str, str]:
     """What decides the speed of a window on ``device``, read now: call it before and after the window.
 
-    Only keys that could be read; ``state.unreadable`` says what could not and why.
+    Only keys that could be read; ``unreadable`` says what could not and why (recorded as ``state.unreadable``).
     """
     cuda_index = parse_device(device)
     state = {}  # type: Dict[str, str]
@@ -594,7 +594,7 @@ def device_state(device: str, root: str = "/") -> Dict[str, str]:
     if cuda_index is None:
         state.update(cpu_state(root, unreadable))
     if unreadable:
-        state["state.unreadable"] = "; ".join(unreadable)
+        state["unreadable"] = "; ".join(unreadable)
     return state
 
 

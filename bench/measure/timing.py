@@ -72,10 +72,16 @@ class Timing:
         return stats
 
 
-def _host_call_ms(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return (time.perf_counter() - start) * 1e3
+if HOST_CLOCK == "perf_counter_ns":
+    def _host_call_ms(fn: Callable[[], object]) -> float:
+        start = time.perf_counter_ns()
+        fn()
+        return (time.perf_counter_ns() - start) / 1e6
+else:
+    def _host_call_ms(fn: Callable[[], object]) -> float:
+        start = time.perf_counter()
+        fn()
+        return (time.perf_counter() - start) * 1e3
 
 
 def _cuda_call_timer(stream) -> Callable[[Callable[[], object]], float]:
