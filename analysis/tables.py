@@ -445,13 +445,14 @@ def batch_tables(points: pd.DataFrame) -> list[Table]:
     """Throughput, latency and (where measured) energy against the batch size, per device x model x input size of
     the throughput scenario."""
     sub = points[points["scenario"] == "throughput"]
-    keys = sorted(set(zip(sub["device"], sub["model"], sub["input_shape"].map(_size))))
-    tables = []
-    for device, model, size in keys:
-        group = sub[(sub["device"] == device) & (sub["model"] == model) & (sub["input_shape"].map(_size) == size)]
-        tables += [batch_table(points, device, model, size, metric) for metric in BATCH_METRICS
-                   if metric != "energy_mj_per_image" or group[metric].notna().any()]
-    return tables
+    with_energy = _curves(sub[sub["energy_mj_per_image"].notna()])
+    return [batch_table(points, *curve, metric) for curve in sorted(_curves(sub)) for metric in BATCH_METRICS
+            if metric != "energy_mj_per_image" or curve in with_energy]
+
+
+def _curves(points: pd.DataFrame) -> set[tuple[str, str, str]]:
+    """(device, model, input size) of each batch-size curve the points belong to."""
+    return set(zip(points["device"], points["model"], points["input_shape"].map(_size)))
 
 
 def _shape_key(shape: str) -> tuple:

@@ -22,6 +22,7 @@ CUDA_EVENTS = "cuda_event_per_call_sync"
 WINDOW_WALL_CLOCK = "wall_clock_per_window_sync"
 # Python 3.6 has no perf_counter_ns; perf_counter has the same clock at float resolution.
 HOST_CLOCK = "perf_counter_ns" if hasattr(time, "perf_counter_ns") else "perf_counter"
+_HOST_TICKS, _HOST_TICKS_PER_MS = getattr(time, HOST_CLOCK), (1e6 if HOST_CLOCK == "perf_counter_ns" else 1e-3)
 WINDOW_S = 0.1  # throughput: one device synchronisation per this much work
 
 
@@ -72,16 +73,10 @@ class Timing:
         return stats
 
 
-if HOST_CLOCK == "perf_counter_ns":
-    def _host_call_ms(fn: Callable[[], object]) -> float:
-        start = time.perf_counter_ns()
-        fn()
-        return (time.perf_counter_ns() - start) / 1e6
-else:
-    def _host_call_ms(fn: Callable[[], object]) -> float:
-        start = time.perf_counter()
-        fn()
-        return (time.perf_counter() - start) * 1e3
+def _host_call_ms(fn: Callable[[], object]) -> float:
+    start = _HOST_TICKS()
+    fn()
+    return (_HOST_TICKS() - start) / _HOST_TICKS_PER_MS
 
 
 def _cuda_call_timer(stream) -> Callable[[Callable[[], object]], float]:
