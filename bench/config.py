@@ -44,14 +44,23 @@ class InputConfig:
 
 @dataclass
 class TimingConfig:
+    """Per process and per series (the converted model, and eager fp32 beside it); docs/methodology.md."""
+
     warmup_iters: int = 10
-    warmup_s: float = 1.0
+    warmup_s: float = 0.5
     min_iters: int = 50
-    min_s: float = 3.0
+    min_s: float = 1.0
     # True: each timed call copies the input host->device and the output back (host latency).
     include_copies: bool = False
-    # A run whose latencies vary more than this (std / mean) is tagged unstable (docs/analysis.md).
-    unstable_cv: float = 0.10
+    # Fresh processes per point; the point's figure is the median of their medians.
+    repeats: int = 3
+    interval: float = 0.95  # level of the interval recorded with each figure
+    # A point whose processes' medians disagree by more than this (1.4826 x MAD / median) is tagged unstable.
+    unstable_spread: float = 0.05
+    # Lock the GPU's clocks for the point (nvidia-smi -lgc as root, jetson_clocks on a Jetson), restored after.
+    lock_clocks: bool = False
+    # CUDA points: each process pinned to one CPU, so the thread launching the GPU's work never migrates.
+    pin_cpu: bool = True
 
 
 @dataclass

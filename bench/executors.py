@@ -188,11 +188,13 @@ class Device:
 
     def start(self) -> dict:
         """Start the worker and learn what the device is and has; ConfigError when it cannot measure."""
-        self.worker = self._start_worker()
         try:
+            # A device that is gone can already refuse the core's bundle, once it outgrows the pipe's buffer.
+            self.worker = self._start_worker()
             self.facts = self.worker.request({"op": "facts"})["facts"]
         except WorkerLost as exc:
-            self.worker.kill()
+            if self.worker is not None:
+                self.worker.kill()
             raise ConfigError(f"{self.where} cannot be used: {exc}") from None
         if self.facts.get("protocol") != PROTOCOL:
             raise ConfigError(f"{self.where} speaks protocol {self.facts.get('protocol')}, this controller {PROTOCOL}")

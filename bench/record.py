@@ -11,6 +11,7 @@ versions, the device's fingerprint) are tags; numbers are metrics.
 from __future__ import annotations
 
 import io
+import math
 import os
 import socket
 import subprocess
@@ -102,7 +103,7 @@ def params(plan: dict, details: dict) -> dict[str, str]:
         "input.batch_size": size["batch_size"],
         "device": plan["device"],
         "raw_baseline": plan["raw_baseline"],
-        **{f"timing.{k}": plan["timing"][k] for k in ("warmup_iters", "warmup_s", "min_iters", "min_s")},
+        **{f"timing.{k}": plan["timing"][k] for k in ("warmup_iters", "warmup_s", "min_iters", "min_s", "repeats")},
         "accuracy.source": plan["accuracy"]["source"],
     }
     if plan["accuracy"]["source"] == "random":
@@ -135,17 +136,46 @@ def _fingerprint(tags: dict[str, str]) -> dict[str, str]:
     return found
 
 
+def rounded(value: float, low: float | None = None, high: float | None = None) -> str:
+    """``value`` with as many digits as its interval supports (the half-width's first digit), at least two
+    significant digits; three significant digits where there is no interval."""
+    if not math.isfinite(value) or value == 0:
+        return f"{value:g}"
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)) or high <= low:
+        return f"{value:.3g}"
+    half = (high - low) / 2
+    decimals = max(-math.floor(math.log10(half)), 1 - math.floor(math.log10(abs(value))), 0)
+    return f"{value:.{decimals}f}"
+
+
+def figure_text(metrics: dict, key: str, stem: str, unit: str = "") -> str:
+    """``0.37 ms (0.36-0.38)``: a figure rounded to its interval, the interval beside it where recorded."""
+    low, high = metrics.get(f"{stem}_lo"), metrics.get(f"{stem}_hi")
+    text = rounded(metrics[key], low, high) + unit
+    if low is not None and high is not None:
+        text += f" ({rounded(low, low, high)}-{rounded(high, low, high)})"
+    return text
+
+
 def describe(measurement: dict) -> str:
-    """One line for the run's description: the number, how it compares with Raw, the accuracy."""
+    """One line for the run's description: the figures with their intervals, how they compare with Raw, the
+    accuracy."""
     if measurement["status"] != OK:
         return f"{measurement['status']}: {measurement['reason']}"
     m = measurement["metrics"]
+    processes = int(m.get("repeats", 1))
     if measurement["plan"]["scenario"] == "throughput":
-        text = (f"{m['throughput_ips']:,.0f} img/s, {m.get('throughput_speedup', 1.0):.2f}x over eager fp32 "
-                f"{m.get('raw_throughput_ips', m['throughput_ips']):,.0f} img/s")
+        text = (f"{figure_text(m, 'throughput_ips', 'throughput_ips', ' img/s')}, "
+                f"{figure_text(m, 'throughput_speedup', 'throughput_speedup', 'x') if 'throughput_speedup' in m else '1x'}"
+                f" over eager fp32 {m.get('raw_throughput_ips', m['throughput_ips']):,.0f} img/s")
     else:
-        text = (f"{m['latency_ms_median']:.3g} ms, {m['speedup']:.2f}x over eager fp32 "
-                f"{m['raw_latency_ms_median']:.3g} ms")
+        text = (f"end-to-end {figure_text(m, 'latency_ms_median', 'latency_ms', ' ms')}, "
+                f"{figure_text(m, 'speedup', 'speedup', 'x')} over eager fp32 {m['raw_latency_ms_median']:.3g} ms")
+        if "gpu_ms_median" in m:
+            text += f"; GPU compute {figure_text(m, 'gpu_ms_median', 'gpu_ms', ' ms')}"
+            if "gpu_speedup" in m:
+                text += f", {figure_text(m, 'gpu_speedup', 'gpu_speedup', 'x')}"
+    text += f"; {processes} process{'es' if processes > 1 else ''}"
     for metric, what in (("acc_top1", "top-1"), ("acc_top1_agreement", "top-1 agreement"),
                          ("acc_pixel_agreement", "pixel agreement")):
         if metric in m:
@@ -168,7 +198,7 @@ def tags(measurement: dict) -> dict[str, str]:
         POINT_KEY: point_key(plan, measurement["tags"].get("host.name", "")), KIND: sweep.get("kind", "sweep"),
         COMMIT: sweep.get("commit") or suite_commit(), RUN_NAME: point_name(plan), DESCRIPTION: describe(measurement),
         "device.label": plan["resolution"]["device_label"], "energy": plan["energy"],
-        "timing.unstable_cv": plan["timing"]["unstable_cv"],
+        "timing.unstable_spread": plan["timing"]["unstable_spread"],
     }
     if sweep:
         found[SWEEP_ID] = sweep["id"]
@@ -190,41 +220,68 @@ def tags(measurement: dict) -> dict[str, str]:
     return {key: str(value)[:5000] for key, value in found.items() if value is not None and value != ""}
 
 
-def latency_csv(values: list[float]) -> str:
+def latency_csv(values: list[float], calls_per_process: list[int]) -> str:
+    """Per-call latencies with the process (1, 2, ...) that timed each (1 for a measurement of one process)."""
+    processes = [index for index, count in enumerate(calls_per_process, 1) for _ in range(count)]
+    if len(processes) != len(values):
+        processes = [1] * len(values)
     out = io.StringIO()
-    out.write("call,latency_ms\n")
-    out.writelines(f"{index},{value:.6f}\n" for index, value in enumerate(values, 1))
+    out.write("process,call,latency_ms\n")
+    out.writelines(f"{process},{index},{value:.6f}\n" for index, (process, value) in enumerate(zip(processes, values), 1))
     return out.getvalue()
 
 
+def repeats_csv(rows: list[dict]) -> str:
+    """One row of figures per process of the point."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    lines = [",".join(columns)]
+    text = lambda value: str(int(value)) if float(value).is_integer() else f"{value:.10g}"  # noqa: E731
+    lines += [",".join(text(row[key]) if key in row else "" for key in columns) for row in rows]
+    return "\n".join(lines) + "\n"
+
+
 def histogram_png(measurement: dict) -> bytes:
-    """Per-call latencies as a small histogram, Raw beside them where the run timed it."""
+    out = io.BytesIO()
+    histogram_figure(measurement).savefig(out, format="png", dpi=90, bbox_inches="tight")
+    return out.getvalue()
+
+
+def histogram_figure(measurement: dict):
+    """Per-call latencies as a small histogram on one set of bins, Raw beside them where the run timed it."""
+    import numpy as np
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(5, 2.6))
     axes = figure.subplots()
     series = [(measurement["latencies_ms"], point_name(measurement["plan"]))]
     if measurement["raw_latencies_ms"] and measurement["raw_latencies_ms"] != measurement["latencies_ms"]:
-        series.append((measurement["raw_latencies_ms"], "Raw (eager fp32, same run)"))
+        series.append((measurement["raw_latencies_ms"], "Raw (eager fp32, same processes)"))
+    # One set of bins, evenly spaced on a log scale over the bulk of both series (the tail past the 99th percentile
+    # is clipped into the last bin): a variant 7x faster than Raw gets as many bins across its calls as Raw does.
+    pooled = np.concatenate([np.asarray(values, dtype=float) for values, _ in series])
+    low, high = max(float(pooled.min()), 1e-6), float(np.percentile(pooled, 99))
+    bins = np.geomspace(low, high if high > low * 1.001 else low * 1.01, 61)
     for values, label in series:
-        axes.hist(values, bins=40, alpha=0.6, label=label)
-    per = "per window" if measurement["plan"]["scenario"] == "throughput" else "per call"
-    axes.set_xlabel(f"latency {per} (ms)")
+        axes.hist(np.clip(values, bins[0], bins[-1]), bins=bins, alpha=0.6, label=label)
+    axes.set_xscale("log")
+    per = "per window" if measurement["plan"]["scenario"] == "throughput" else "per call, end-to-end"
+    axes.set_xlabel(f"latency {per} (ms; values past the 99th percentile in the last bin)")
     axes.set_ylabel("count")
     axes.legend(fontsize=7)
-    out = io.BytesIO()
-    figure.savefig(out, format="png", dpi=90, bbox_inches="tight")
-    return out.getvalue()
+    return figure
 
 
 def artifacts(measurement: dict) -> dict[str, str | bytes]:
     plan = {k: v for k, v in measurement["plan"].items() if k != "sweep"}
     found: dict[str, str | bytes] = {"config.yaml": yaml.safe_dump(plan, sort_keys=False)}
+    per_process = measurement.get("calls_per_process") or {}
     if measurement["latencies_ms"]:
-        found["latencies_ms.csv"] = latency_csv(measurement["latencies_ms"])
         found["latency_histogram.png"] = histogram_png(measurement)
-    if measurement["raw_latencies_ms"]:
-        found["raw_latencies_ms.csv"] = latency_csv(measurement["raw_latencies_ms"])
+    for key in ("latencies_ms", "raw_latencies_ms", "gpu_ms", "raw_gpu_ms"):
+        if measurement.get(key):
+            found[f"{key}.csv"] = latency_csv(measurement[key], per_process.get(key, []))
+    if measurement.get("repeats"):
+        found["repeats.csv"] = repeats_csv(measurement["repeats"])
     if measurement["error"]:
         found["error.txt"] = measurement["error"]
     found.update(measurement.get("artifacts", {}))

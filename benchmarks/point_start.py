@@ -28,7 +28,7 @@ def idle_plan() -> dict:
             "backend": {"name": "pytorch"}, "precision": "int8", "scenario": "latency",
             "input": {"height": 64, "width": 64, "batch_size": 1},
             "timing": {"warmup_iters": 0, "warmup_s": 0, "min_iters": 1, "min_s": 0, "include_copies": False,
-                       "unstable_cv": 0.1},
+                       "repeats": 1, "interval": 0.95, "unstable_spread": 0.05, "lock_clocks": False, "pin_cpu": True},
             "calibration": {"source": "random", "folder": None, "num_batches": 1, "seed": 0, "share_images": False},
             "accuracy": {"source": "random", "folder": None, "masks": None, "max_images": 1, "batches": 1,
                          "seed": 0},

@@ -30,7 +30,7 @@ def plan(model: str, backend: str, precision: str, size: int, device_tags: dict,
         "backend": {"name": backend}, "precision": precision, "scenario": scenario,
         "input": {"height": size, "width": size, "batch_size": batch},
         "timing": {"warmup_iters": 10, "warmup_s": 1.0, "min_iters": 50, "min_s": 3.0, "include_copies": False,
-                   "unstable_cv": 0.1},
+                   "repeats": 1, "interval": 0.95, "unstable_spread": 0.05, "lock_clocks": False, "pin_cpu": True},
         "calibration": {"source": "random", "folder": None, "num_batches": 8, "seed": 1234, "share_images": False},
         "accuracy": {"source": "random", "folder": None, "masks": None, "max_images": 500, "batches": 4, "seed": 0},
         "energy": "auto", "device": "cuda:0", "threads": None, "cudnn_benchmark": True, "raw_baseline": True,
@@ -64,8 +64,9 @@ def measurement(device_tags: dict, model: str, backend: str, precision: str, siz
             "acc_rel_l2_err": rel_err if rel_err is not None else 1e-3 if precision == "int8" else 1e-6,
             agreement_metric: agreement, "acc_nonfinite": 0.0, "throughput_ips": 1000.0 / median,
         }
-        made["details"] = {"timing.method": "cuda_event_per_call_sync",
-                           "timing.latency": "device compute per call, input resident, sync per call"}
+        made["details"] = {"timing.method": "perf_counter_ns_cuda_sync",
+                           "timing.latency": "end-to-end per call: host clock around the call + CUDA synchronize, "
+                                             "input resident on the GPU"}
         made["latencies_ms"] = samples or [median * 0.97, median, median * 1.05]
         made["raw_latencies_ms"] = raw_samples or [raw, raw * 1.02]
     return made

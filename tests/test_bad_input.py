@@ -36,6 +36,10 @@ CASES = {
     # values no device could measure, found by the controller
     "batch 0": (["input.batch_size=0"], "input.batch_size=0 must be >= 1"),
     "negative size": (["input.height=-3"], "input.height=-3 must be a positive integer"),
+    "no processes": (["timing.repeats=0"], "timing.repeats=0 must be >= 1 (processes per point)"),
+    "negative processes": (["timing.repeats=-2"], "timing.repeats=-2 must be >= 1"),
+    "interval level above 1": (["timing.interval=1.5"], "timing.interval=1.5 must be a level between 0 and 1"),
+    "interval level 0": (["timing.interval=0"], "timing.interval=0.0 must be a level between 0 and 1"),
     "folder source without folder": (["calibration.source=folder", "precision=int8"],
                                      "calibration.source=folder needs calibration.folder="),
     # found on the device, before anything is measured

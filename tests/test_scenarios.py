@@ -44,7 +44,9 @@ def test_throughput_is_images_over_wall_time_with_one_latency_per_window(through
         assert m["latency_cv"] == pytest.approx(np.std(windows, ddof=1) / np.mean(windows), rel=1e-4)
         # The same-run baseline was timed the same way: the ratio compares like with like.
         assert m["throughput_speedup"] == pytest.approx(m["throughput_ips"] / m["raw_throughput_ips"])
-        assert ("bench.unstable" in run.data.tags) == (m["latency_cv"] > 0.10)
+        # One process per point (timing=quick): a heavy tail within it never makes a point unstable.
+        assert "bench.unstable" not in run.data.tags
+        assert run.data.tags["timing.stability"] == "not judged: one process (timing.repeats=1)"
 
 
 def test_energy_is_unavailable_here_with_the_reason_and_never_invented(throughput_sweep):

@@ -5,6 +5,7 @@ import re
 import yaml
 from mlflow.tracking import MlflowClient
 
+from bench.record import rounded
 from conftest import SMALL, parents, points, run_cli, runs
 
 LATENCY_METRICS = {"latency_ms_mean", "latency_ms_median", "latency_ms_std", "latency_ms_min", "latency_ms_max",
@@ -51,7 +52,9 @@ def test_cli_sweep_records_a_parent_and_one_child_per_point(small_sweep):
         assert m["speedup"] == m["raw_latency_ms_median"] / m["latency_ms_median"]
         assert m["acc_nonfinite"] == 0
         assert run.info.end_time > run.info.start_time  # the point's measurement window, not 0 ms
-        assert run.data.tags["mlflow.note.content"].startswith(f"{m['latency_ms_median']:.3g} ms, ")
+        note = run.data.tags["mlflow.note.content"]
+        assert note.startswith(f"end-to-end {rounded(m['latency_ms_median'], m['latency_ms_lo'], m['latency_ms_hi'])} ms (")
+        assert "; 1 process" in note  # timing=quick: one process per point, said so
     fp32_ort = by_name["resnet18/fp32/onnxruntime/64"].data.metrics
     assert fp32_ort["acc_rel_l2_err"] < 1e-4 and fp32_ort["acc_cosine"] > 0.9999
     raw = by_name["resnet18/fp32/pytorch/64"].data.metrics
@@ -63,7 +66,8 @@ def test_cli_sweep_records_a_parent_and_one_child_per_point(small_sweep):
     assert {"config.yaml", "latencies_ms.csv", "raw_latencies_ms.csv", "latency_histogram.png"} <= artifacts
     config = yaml.safe_load(open(client.download_artifacts(int8.info.run_id, "config.yaml")))
     assert config["backend"]["name"] == "onnxruntime" and config["input"]["height"] == 64  # resolved, not "auto"
-    assert open(client.download_artifacts(int8.info.run_id, "latencies_ms.csv")).readline() == "call,latency_ms\n"
+    assert open(client.download_artifacts(int8.info.run_id, "latencies_ms.csv")).readline() == \
+        "process,call,latency_ms\n"  # each call with the process (1, 2, ...) that timed it
     assert "4 point(s) measured: 3 ok, 1 skipped, 0 failed" in proc.stderr
     assert f"sweep {parent.info.run_id}: http://127.0.0.1:5000/#/experiments/" in proc.stdout
 

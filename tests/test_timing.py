@@ -1,41 +1,71 @@
-"""The timing loop times what it is given, honours both minimums, and reports each scenario's numbers."""
+"""The timing loop times what it is given, honours both minimums, interleaves series, and reports each
+scenario's numbers; the statistics across processes (intervals, spread, instability) are right."""
+import math
 import time
 
 import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 
-from bench.measure.timing import HOST_CLOCK, WINDOW_WALL_CLOCK, Timing, cv_unstable, measure
+from bench.measure import repeats
+from bench.measure.timing import HOST_CLOCK, ROUNDS, WINDOW_WALL_CLOCK, Timed, Timing, measure
 
 
 def settings(**changes) -> dict:
-    return {"warmup_iters": 1, "warmup_s": 0, "min_iters": 15, "min_s": 0, "include_copies": False,
-            "unstable_cv": 0.1, **changes}
+    return {"warmup_iters": 1, "warmup_s": 0, "min_iters": 15, "min_s": 0, "include_copies": False, "repeats": 1,
+            "interval": 0.95, "unstable_spread": 0.05, "lock_clocks": False, "pin_cpu": True, **changes}
 
 
 def no_sync() -> None:
     pass
 
 
+def one(fn, timing: dict, batch: int = 1, scenario: str = "latency", sync=no_sync) -> Timing:
+    return measure([Timed("variant", fn)], timing, batch, scenario, sync)["variant"]
+
+
 def test_measures_a_known_sleep_within_ten_percent():
-    timing = measure(lambda: time.sleep(0.02), settings(), 1, "latency", no_sync)
+    timing = one(lambda: time.sleep(0.02), settings())
     assert timing.method == HOST_CLOCK
     assert timing.stats()["latency_ms_median"] == pytest.approx(20.0, rel=0.10)
+    assert "gpu_ms_median" not in timing.stats()  # the CPU has one figure, end-to-end
 
 
 def test_stops_at_min_iters_when_duration_is_met():
     calls = []
-    timing = measure(lambda: calls.append(1), settings(warmup_iters=3, min_iters=7), 1, "latency", no_sync)
+    timing = one(lambda: calls.append(1), settings(warmup_iters=3, min_iters=7))
     assert len(timing.latencies_ms) == 7
     assert len(calls) == 3 + 7
 
 
 def test_runs_until_min_duration_when_iterations_are_met():
     start = time.perf_counter()
-    timing = measure(lambda: time.sleep(0.005), settings(warmup_iters=0, warmup_s=0.1, min_iters=1, min_s=0.3), 1,
-                     "latency", no_sync)
+    timing = one(lambda: time.sleep(0.005), settings(warmup_iters=0, warmup_s=0.1, min_iters=1, min_s=0.3))
     assert time.perf_counter() - start >= 0.4
     assert timing.latencies_ms.sum() >= 300 * 0.95
     assert len(timing.latencies_ms) > 10
+
+
+def test_two_series_alternate_in_rounds_and_each_gets_the_minimums():
+    order = []
+    timed = measure([Timed("variant", lambda: order.append("v")), Timed("raw", lambda: order.append("r"))],
+                    settings(warmup_iters=2, min_iters=8), 1, "latency", no_sync)
+    assert len(timed["variant"].latencies_ms) >= 8 and len(timed["raw"].latencies_ms) >= 8
+    switches = sum(1 for a, b in zip(order, order[1:]) if a != b)
+    assert switches >= 2 * ROUNDS - 1  # v..r..v..r.. : the two series take turns, not one after the other
+
+
+def test_a_slow_phase_of_the_machine_slows_both_interleaved_series_alike():
+    """A drift (the machine slowing down halfway) changes both medians, not their ratio."""
+    started = time.perf_counter()
+
+    def slowed(base: float):
+        return lambda: time.sleep(base * (2.0 if time.perf_counter() - started > 0.6 else 1.0))
+
+    timed = measure([Timed("variant", slowed(0.002)), Timed("raw", slowed(0.006))],
+                    settings(warmup_iters=0, min_iters=1, min_s=1.2), 1, "latency", no_sync)
+    ratio = timed["raw"].stats()["latency_ms_mean"] / timed["variant"].stats()["latency_ms_mean"]
+    assert ratio == pytest.approx(3.0, rel=0.25)
 
 
 def test_throughput_is_batch_over_mean_latency_in_the_latency_scenario():
@@ -50,8 +80,8 @@ def test_throughput_is_batch_over_mean_latency_in_the_latency_scenario():
 
 def test_the_throughput_scenario_syncs_once_per_window_and_counts_images_over_wall_time():
     calls, syncs = [], []
-    timing = measure(lambda: (calls.append(1), time.sleep(0.002)), settings(min_iters=200, min_s=0.3), 4,
-                     "throughput", lambda: syncs.append(1))
+    timing = one(lambda: (calls.append(1), time.sleep(0.002)), settings(min_iters=200, min_s=0.3), 4, "throughput",
+                 lambda: syncs.append(1))
     stats = timing.stats()
     assert timing.method == WINDOW_WALL_CLOCK
     measured = stats["iterations"]
@@ -63,6 +93,59 @@ def test_the_throughput_scenario_syncs_once_per_window_and_counts_images_over_wa
     assert stats["latency_ms_median"] == pytest.approx(2.0, rel=0.25)  # per call, from each window
 
 
-def test_a_run_is_unstable_above_its_cv_threshold():
-    assert cv_unstable(0.12, 0.10) == "latency CV 12.0% above 10%"
-    assert cv_unstable(0.05, 0.10) is None and cv_unstable(5.0, 0) is None
+@pytest.mark.parametrize("df", [1, 2, 3, 4, 7, 30])
+@pytest.mark.parametrize("level", [0.5, 0.9, 0.95, 0.99])
+def test_the_t_quantile_is_students(df, level):
+    assert repeats.t_quantile(level, df) == pytest.approx(scipy_stats.t.ppf((1 + level) / 2, df), rel=1e-6)
+
+
+def test_the_interval_of_one_process_median_holds_the_median_of_its_calls_at_its_level():
+    rng = np.random.default_rng(0)
+    covered = 0
+    for _ in range(400):
+        calls = rng.lognormal(0.0, 0.5, 101)
+        low, high = repeats.median_interval(calls, 0.9)
+        covered += low <= 1.0 <= high  # the true median of the lognormal is 1
+    assert 0.85 <= covered / 400 <= 0.97
+
+
+def test_the_interval_over_processes_holds_their_true_centre_at_its_level():
+    rng = np.random.default_rng(1)
+    hits = sum(low <= 2.0 <= high for low, high in
+               (repeats.process_interval(2.0 * np.exp(rng.normal(0, 0.05, 3)), 0.95) for _ in range(1000)))
+    assert 0.92 <= hits / 1000 <= 0.98
+
+
+def process(median: float, raw: float, calls: int = 20) -> dict:
+    """One process's measurement as point.measure returns it (figures only)."""
+    latencies = [median] * calls
+    return {"plan": {"scenario": "latency", "input": {"batch_size": 1}}, "details": {}, "status": "ok",
+            "metrics": {"latency_ms_median": median, "raw_latency_ms_median": raw, "speedup": raw / median,
+                        "iterations": float(calls), "latency_cv": 0.0},
+            "latencies_ms": latencies, "raw_latencies_ms": [raw] * calls, "gpu_ms": [], "raw_gpu_ms": []}
+
+
+def test_a_point_is_the_median_of_its_processes_with_interval_and_spread():
+    combined = repeats.combine([process(1.0, 5.0), process(1.1, 5.2), process(0.95, 5.1)], settings(repeats=3))
+    m = combined["metrics"]
+    assert m["latency_ms_median"] == 1.0 and m["raw_latency_ms_median"] == 5.1
+    assert m["speedup"] == pytest.approx(5.0)  # the median of the processes' own speed-ups
+    assert m["latency_ms_spread"] == pytest.approx(1.1 / 0.95)
+    assert m["latency_ms_lo"] < 1.0 < m["latency_ms_hi"] and m["repeats"] == 3
+    logs = np.log([1.0, 1.1, 0.95])
+    half = scipy_stats.t.ppf(0.975, 2) * logs.std(ddof=1) / math.sqrt(3)
+    assert m["latency_ms_hi"] == pytest.approx(math.exp(np.median(logs) + half))
+    assert m["iterations"] == 60 and combined["calls_per_process"]["latencies_ms"] == [20, 20, 20]
+    assert [row["latency_ms_median"] for row in combined["repeats"]] == [1.0, 1.1, 0.95]
+    assert "robust spread 7.4%" in combined["details"]["timing.unstable"]  # 1.4826 x MAD 0.05 / median 1.0
+
+
+def test_processes_that_disagree_make_the_point_unstable_and_a_tail_inside_one_does_not():
+    agree = repeats.combine([process(1.0, 5.0), process(1.01, 5.0), process(0.99, 5.0)], settings(repeats=3))
+    assert "timing.unstable" not in agree["details"]
+    assert agree["details"]["timing.stability"].startswith("judged from 3 processes")
+    disagree = repeats.combine([process(1.0, 5.0), process(1.3, 5.0), process(0.8, 5.0)], settings(repeats=3))
+    assert "processes' end-to-end latencies disagree" in disagree["details"]["timing.unstable"]
+    single = repeats.combine([process(1.0, 5.0)], settings())
+    assert single["details"]["timing.stability"] == "not judged: one process (timing.repeats=1)"
+    assert "timing.unstable" not in single["details"] and "latency_ms_spread" not in single["metrics"]

@@ -6,9 +6,11 @@ sweep. It returns a measurement (plain JSON, see ``new_measurement``) and never 
 import copy
 import functools
 import logging
+import os
 import resource
 import time
 import traceback
+from typing import Optional
 
 import torch
 
@@ -43,6 +45,13 @@ def _timed_call(converted: Converted, x: torch.Tensor, target: Target, include_c
     return lambda: converted.run(x)
 
 
+def _gpu_unavailable(converted: Converted, include_copies: bool) -> Optional[str]:
+    """Why the converted call's GPU compute time cannot be held and timed, or None when it can."""
+    if include_copies:
+        return "the timed call copies its output to the host, which waits for the GPU"
+    return converted.gpu_unavailable
+
+
 def _prepare(x: torch.Tensor, converted: Converted) -> torch.Tensor:
     x = x.to(converted.input_dtype)
     return x.contiguous(memory_format=torch.channels_last) if converted.channels_last else x
@@ -56,17 +65,115 @@ def _tf32_settings() -> dict:
     return settings
 
 
-def _measure(plan: dict, measurement: dict) -> None:
-    """Measure a runnable point into ``measurement`` (metrics, details, latencies, events)."""
+def _convert(plan: dict, model: torch.nn.Module, example: torch.Tensor, target: Target, recipe,
+             measurement: dict):
+    """The point's backend converts a copy of the model (timed; cache hits and events recorded)."""
+    shape, precision = input_shape(plan), plan["precision"]
+    metrics, details = measurement["metrics"], measurement["details"]
+    backend = create(plan["backend"])
+    cache_key = digest(plan["model"]["name"], weights_digest(model), shape, precision,
+                       sorted(plan["calibration"].items()) if precision == "int8" else "",
+                       torch.cuda.get_device_name(target.device) if target.is_cuda else "cpu")
+    request = ConversionRequest(
+        model=copy.deepcopy(model), example=example, precision=precision, target=target,
+        cache_dir=cache_dir(plan), cache_key=cache_key, threads=plan["threads"],
+        calibration=lambda: [b.to(target.device) for b in calibration.batches(plan, shape, recipe)])
+    if precision == "int8":
+        details["calibration.inputs"] = calibration.describe(plan, recipe)
+        if plan["calibration"]["source"] == "folder":
+            measurement["artifacts"]["calibration_images.txt"] = "\n".join(
+                calibration.image_set(plan).files[:plan["calibration"]["num_batches"] * shape[0]]) + "\n"
+    if target.is_cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(target.device)
+    log.info("converting with %s at %s", plan["resolution"]["variant"], precision)
+    start = time.perf_counter()
+    converted = backend.convert(request)
+    _synchronizer(target)()
+    metrics["convert_s"] = time.perf_counter() - start
+    if converted.cache_hit is not None:
+        metrics["convert_cache_hit"] = float(converted.cache_hit)
+    details.update({"backend." + key: value for key, value in converted.details.items()})
+    measurement["events"].extend(converted.cache_events)
+    log.info("converted in %.1f s%s", metrics["convert_s"], " (cache hit)" if converted.cache_hit else "")
+    return converted
+
+
+def _time(plan: dict, model: torch.nn.Module, converted: Converted, raw_input: torch.Tensor, target: Target,
+          measurement: dict) -> None:
+    """Time the converted model, and eager fp32 (Raw) in alternating rounds beside it, in this process."""
+    settings, scenario, batch = plan["timing"], plan["scenario"], plan["input"]["batch_size"]
+    metrics, details = measurement["metrics"], measurement["details"]
+    include_copies = settings["include_copies"]
+    details["cpu.pinning"] = _pin(target, settings["pin_cpu"])  # after the conversion, whose compilers use every core
+    is_raw_point = plan["backend"]["name"] == "pytorch" and plan["precision"] == "fp32"
+    x = _prepare(raw_input, converted)
+    series = [timing.Timed("variant", _timed_call(converted, x, target, include_copies), converted.stream or
+                           (torch.cuda.current_stream(target.device) if target.is_cuda else None),
+                           _gpu_unavailable(converted, include_copies))]
+    if plan["raw_baseline"] and not is_raw_point:
+        series.append(timing.Timed("raw", functools.partial(model, raw_input),
+                                   torch.cuda.current_stream(target.device) if target.is_cuda else None))
+    log.info("timing %s%s (%s scenario)", plan["resolution"]["variant"],
+             " and the raw baseline (eager fp32) in alternating rounds" if len(series) > 1 else "", scenario)
+    meter, details["energy.source"] = (None, "off: energy=off") if plan["energy"] == "off" else \
+        sensors.energy_meter(plan["device"])
+    before = sensors.device_state(plan["device"])
+    with torch.no_grad():
+        timed = timing.measure(series, settings, batch, scenario, _synchronizer(target), on_cuda=target.is_cuda,
+                               meter=meter)
+    after = sensors.device_state(plan["device"])
+    details.update({"state." + key: value for key, value in before.items()})
+    details.update({"state.after." + key: after[key] for key in after if after[key] != before.get(key)})
+    conditions = sensors.load_conditions(before, after)
+    if conditions:
+        details["timing.conditions"] = "; ".join(conditions)
+    measured, raw = timed["variant"], timed.get("raw", timed["variant"])
+    metrics.update(measured.stats())
+    raw_stats = raw.stats()
+    for key in ("latency_ms_median", "latency_ms_mean", "gpu_ms_median", "throughput_ips"):
+        if key in raw_stats:
+            metrics["raw_" + key] = raw_stats[key]
+    metrics["speedup"] = metrics["raw_latency_ms_median"] / metrics["latency_ms_median"]
+    if "gpu_ms_median" in metrics and "raw_gpu_ms_median" in metrics:
+        metrics["gpu_speedup"] = metrics["raw_gpu_ms_median"] / metrics["gpu_ms_median"]
+    if scenario == "throughput":
+        metrics["throughput_speedup"] = metrics["throughput_ips"] / metrics["raw_throughput_ips"]
+    else:
+        metrics.pop("raw_throughput_ips", None)
+    details["timing.method"] = measured.method
+    details["timing.latency"] = timing.method_description(measured.method, include_copies and target.is_cuda)
+    if target.is_cuda:
+        details["timing.gpu"] = timing.GPU_DESCRIPTION if measured.has_gpu else \
+            "unavailable: " + (measured.gpu_unavailable or "not timed")
+    measurement["latencies_ms"] = measured.latencies_ms.tolist()
+    measurement["raw_latencies_ms"] = raw.latencies_ms.tolist()  # the Raw point's own calls are its baseline's
+    measurement["gpu_ms"] = measured.gpu_ms.tolist()
+    measurement["raw_gpu_ms"] = raw.gpu_ms.tolist()
+
+
+def _pin(target: Target, wanted: bool) -> str:
+    """On CUDA, pin this process to one CPU for the timing, the last it may use, the same in every process: the host thread that
+    launches the GPU's work then never migrates, and every repeat runs from the same core. CPU points use every
+    core they are given."""
+    if not (wanted and target.is_cuda and hasattr(os, "sched_setaffinity")):
+        return "not pinned"
+    cpu = max(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
+    return "pinned to CPU {}".format(cpu)
+
+
+def _measure(plan: dict, measurement: dict, first: bool) -> None:
+    """Measure a runnable point into ``measurement``; ``first``: also check the outputs against eager fp32
+    (a repeat only converts, from the cache, and times)."""
     target = resolve_target(plan["device"])
     if plan["threads"]:
         torch.set_num_threads(plan["threads"])
     torch.backends.cudnn.benchmark = plan["cudnn_benchmark"]
     shape = input_shape(plan)
-    precision, scenario, settings = plan["precision"], plan["scenario"], plan["timing"]
     task = plan["resolution"]["task"]
     metrics, details = measurement["metrics"], measurement["details"]
-    synchronize = _synchronizer(target)
+    details["process.pid"] = os.getpid()  # one row per process in repeats.csv (bench.measure.repeats)
 
     log.info("building %s (%s weights) on %s", plan["model"]["name"], plan["model"]["weights"], target.device)
     model = build_model(plan["model"], shape[2], shape[3], target.device, plan["seed"])
@@ -75,90 +182,24 @@ def _measure(plan: dict, measurement: dict) -> None:
     checked = accuracy.random_inputs(plan["accuracy"], shape) if plan["accuracy"]["source"] == "random" \
         else accuracy.folder_inputs(plan, shape, recipe, task)
     details.update(checked.details)
-    inputs = [batch.to(target.device) for batch in checked.batches]
-    with torch.no_grad():
-        reference = [model(x).float().cpu() for x in inputs]
-
-    raw = None
-    backend = create(plan["backend"])
-    is_raw_point = backend.name == "pytorch" and precision == "fp32"
-    if plan["raw_baseline"] and not is_raw_point:
-        log.info("timing the raw baseline (eager fp32, %s scenario)", scenario)
+    inputs = [batch.to(target.device) for batch in (checked.batches if first else checked.batches[:1])]
+    reference = []
+    if first:
         with torch.no_grad():
-            raw = timing.measure(functools.partial(model, inputs[0]), settings, shape[0], scenario, synchronize,
-                                 on_cuda=target.is_cuda)
-        log.info("raw baseline: median %.3f ms", raw.stats()["latency_ms_median"])
-
-    cache_key = digest(plan["model"]["name"], weights_digest(model), shape, precision,
-                       sorted(plan["calibration"].items()) if precision == "int8" else "",
-                       torch.cuda.get_device_name(target.device) if target.is_cuda else "cpu")
-    request = ConversionRequest(
-        model=copy.deepcopy(model), example=inputs[0], precision=precision, target=target,
-        cache_dir=cache_dir(plan), cache_key=cache_key, threads=plan["threads"],
-        calibration=lambda: [b.to(target.device) for b in calibration.batches(plan, shape, recipe)])
-    if precision == "int8":
-        details["calibration.inputs"] = calibration.describe(plan, recipe)
-        if plan["calibration"]["source"] == "folder":
-            measurement["artifacts"]["calibration_images.txt"] = "\n".join(
-                calibration.image_set(plan).files[:plan["calibration"]["num_batches"] * shape[0]]) + "\n"
-    del model  # the reference is computed; free its memory before the backend builds
-    if target.is_cuda:
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(target.device)
-    log.info("converting with %s at %s", plan["resolution"]["variant"], precision)
-    start = time.perf_counter()
-    converted = backend.convert(request)
-    synchronize()
-    metrics["convert_s"] = time.perf_counter() - start
-    if converted.cache_hit is not None:
-        metrics["convert_cache_hit"] = float(converted.cache_hit)
-    details.update({"backend." + key: value for key, value in converted.details.items()})
-    measurement["events"].extend(converted.cache_events)
-    log.info("converted in %.1f s%s", metrics["convert_s"], " (cache hit)" if converted.cache_hit else "")
-
-    with torch.no_grad():
-        outputs = [converted.run(_prepare(x, converted)).float().cpu().clone() for x in inputs]
-    metrics.update(accuracy.compare(reference, outputs, task, checked.count))
-    metrics.update(accuracy.labelled(reference, outputs, checked))
-    if checked.files:
-        measurement["artifacts"]["predictions.csv"] = accuracy.predictions_csv(reference, outputs, checked, task)
-
-    log.info("timing %s (%s scenario)", plan["resolution"]["variant"], scenario)
-    x = _prepare(inputs[0], converted)
-    meter, details["energy.source"] = (None, "off: energy=off") if plan["energy"] == "off" else \
-        sensors.energy_meter(plan["device"])
-    before = sensors.device_state(plan["device"])
-    with torch.no_grad():
-        measured = timing.measure(_timed_call(converted, x, target, settings["include_copies"]), settings, shape[0],
-                                  scenario, synchronize, converted.stream, on_cuda=target.is_cuda, meter=meter)
-    after = sensors.device_state(plan["device"])
-    details.update({"state." + key: value for key, value in before.items()})
-    details.update({"state.after." + key: after[key] for key in after if after[key] != before.get(key)})
-    conditions = sensors.load_conditions(before, after)
-    if conditions:
-        details["timing.conditions"] = "; ".join(conditions)
-    stats = measured.stats()
-    metrics.update(stats)
-    raw = raw or measured
-    raw_stats = raw.stats()
-    metrics["raw_latency_ms_median"] = raw_stats["latency_ms_median"]
-    metrics["raw_latency_ms_mean"] = raw_stats["latency_ms_mean"]
-    metrics["speedup"] = metrics["raw_latency_ms_median"] / metrics["latency_ms_median"]
-    if scenario == "throughput":
-        metrics["raw_throughput_ips"] = raw_stats["throughput_ips"]
-        metrics["throughput_speedup"] = metrics["throughput_ips"] / metrics["raw_throughput_ips"]
+            reference = [model(x).float().cpu() for x in inputs]
+    converted = _convert(plan, model, inputs[0], target, recipe, measurement)
+    if first:
+        with torch.no_grad():
+            outputs = [converted.run(_prepare(x, converted)).float().cpu().clone() for x in inputs]
+        metrics.update(accuracy.compare(reference, outputs, task, checked.count))
+        metrics.update(accuracy.labelled(reference, outputs, checked))
+        if checked.files:
+            measurement["artifacts"]["predictions.csv"] = accuracy.predictions_csv(reference, outputs, checked, task)
+    _time(plan, model, converted, inputs[0], target, measurement)
     metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if target.is_cuda:
         metrics["peak_cuda_mem_mb"] = torch.cuda.max_memory_allocated(target.device) / 2 ** 20
-    details["timing.method"] = measured.method
-    details["timing.latency"] = timing.method_description(measured.method, settings["include_copies"]
-                                                          and target.is_cuda)
-    unstable = timing.cv_unstable(stats["latency_cv"], settings["unstable_cv"])
-    if unstable:
-        details["timing.unstable"] = unstable
     details.update(_tf32_settings())
-    measurement["latencies_ms"] = measured.latencies_ms.tolist()
-    measurement["raw_latencies_ms"] = raw.latencies_ms.tolist()
 
 
 def out_of_memory(exc: BaseException) -> bool:
@@ -179,8 +220,11 @@ def device_tags(plan: dict) -> dict:
     return tags
 
 
-def measure(plan: dict) -> dict:
-    """Measure one resolved plan; the measurement says ok, skipped or failed, with the reason."""
+def measure(plan: dict, first: bool = True) -> dict:
+    """Measure one resolved plan in this process; the measurement says ok, skipped or failed, with the reason.
+
+    ``first``: the point's first process, which also checks the outputs; later repeats only time.
+    """
     measurement = new_measurement(plan, {})
     reason = skip_reason(plan)
     try:
@@ -188,7 +232,7 @@ def measure(plan: dict) -> dict:
         if reason:
             measurement.update(status=SKIPPED, reason=reason)
         else:
-            _measure(plan, measurement)
+            _measure(plan, measurement, first)
             measurement["status"] = OK
     except Exception as exc:  # noqa: BLE001 - a failing point is a recorded result, not a crash
         reason = "{}: {}".format(type(exc).__name__, exc).splitlines()[0][:500]

@@ -58,7 +58,7 @@ PLAN_SCHEMA = {
     "scenario": str,
     "input": {"height": NULLABLE_INT, "width": NULLABLE_INT, "batch_size": int},
     "timing": {"warmup_iters": int, "warmup_s": NUMBER, "min_iters": int, "min_s": NUMBER, "include_copies": bool,
-               "unstable_cv": NUMBER},
+               "repeats": int, "interval": NUMBER, "unstable_spread": NUMBER, "lock_clocks": bool, "pin_cpu": bool},
     "calibration": {"source": str, "folder": NULLABLE_STR, "num_batches": int, "seed": int, "share_images": bool},
     "accuracy": {"source": str, "folder": NULLABLE_STR, "masks": NULLABLE_STR, "max_images": int, "batches": int,
                  "seed": int},
@@ -142,8 +142,13 @@ def check_values(plan: dict) -> None:
     timing = plan["timing"]
     if timing["min_iters"] < 1 or timing["warmup_iters"] < 0 or timing["min_s"] < 0 or timing["warmup_s"] < 0:
         raise ConfigError("timing: min_iters must be >= 1 and warmup_iters, min_s, warmup_s >= 0")
-    if timing["unstable_cv"] < 0:
-        raise ConfigError("timing.unstable_cv={} must be >= 0 (0: never unstable)".format(timing["unstable_cv"]))
+    if timing["repeats"] < 1:
+        raise ConfigError("timing.repeats={} must be >= 1 (processes per point)".format(timing["repeats"]))
+    if not 0 < timing["interval"] < 1:
+        raise ConfigError("timing.interval={} must be a level between 0 and 1, e.g. 0.95".format(timing["interval"]))
+    if timing["unstable_spread"] < 0:
+        raise ConfigError("timing.unstable_spread={} must be >= 0 (0: never unstable)".format(
+            timing["unstable_spread"]))
     size = plan["input"]
     if size["batch_size"] < 1:
         raise ConfigError("input.batch_size={} must be >= 1".format(size["batch_size"]))
@@ -227,11 +232,15 @@ def new_measurement(plan: dict, tags: dict) -> dict:
     ``started_ms``/``ended_ms`` bracket the point's work on the device; ``metrics`` are numbers,
     ``details`` what the conversion did (paths, versions, counts), ``tags`` the device's fingerprint,
     ``events`` things worth knowing (a discarded cache entry), ``artifacts`` text files the point made
-    (predictions, the calibration images), ``error`` a failure's traceback.
+    (predictions, the calibration images), ``error`` a failure's traceback. Per-call figures of every process:
+    ``latencies_ms`` (end-to-end), ``gpu_ms`` (GPU compute, CUDA only), the ``raw_`` ones of eager fp32 timed
+    beside them, ``calls_per_process`` how many calls of each of those each process contributed; ``repeats`` one row of figures
+    per process.
     """
     return {"point_id": uuid.uuid4().hex, "plan": plan, "status": None, "reason": "", "failure": None,
             "started_ms": now_ms(), "ended_ms": None, "metrics": {}, "details": {}, "tags": tags,
-            "latencies_ms": [], "raw_latencies_ms": [], "events": [], "artifacts": {}, "error": ""}
+            "latencies_ms": [], "raw_latencies_ms": [], "gpu_ms": [], "raw_gpu_ms": [], "calls_per_process": {},
+            "repeats": [], "events": [], "artifacts": {}, "error": ""}
 
 
 def failed_measurement(plan: dict, reason: str, failure: str, tags: dict, error: str = "") -> dict:

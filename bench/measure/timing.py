@@ -1,47 +1,81 @@
-"""The timing loop and its statistics. It knows no backend: it times a zero-argument call.
+"""The timing loop and its statistics. It knows no backend: it times zero-argument calls.
 
 Like trtexec, it warms up for both a number of iterations and a duration, then measures until
 both a minimum call count and a minimum duration are met. Two scenarios, never mixed in one run:
 
-- ``latency`` (the blog's "time per image"): each call timed alone and synchronised before the
-  next. On CUDA with a pair of CUDA events on the stream the work is queued on; on the CPU with
-  the host's performance counter.
+- ``latency`` (the blog's "time per image"): each call timed alone, two figures, each named for
+  what it times (trtexec's "Latency" and "GPU Compute Time"):
+  * **end-to-end**: the host's clock around the call and the device synchronisation that follows
+    it, input resident; what an application sees. On the CPU it is the only figure.
+  * **GPU compute** (CUDA only): a spin kernel holds the stream until the call is queued, then a
+    pair of CUDA events brackets the call, so the GPU runs the call's work without waiting for the
+    host's launches (NVBench's blocking kernel). Each call checks that the hold held (the start
+    event was not reached when queuing ended); calls where it did not are discarded and counted.
 - ``throughput`` (MLPerf's Offline, trtexec's throughput): calls back to back in windows of about
   ``WINDOW_S`` seconds, one device synchronisation per window, timed by the host's wall clock;
   images per second = batch x calls / wall time, and one latency per window (its time / calls).
 
-The method is part of the result, so unlike numbers are never compared.
+Several series (the converted model and its eager fp32 baseline) are timed in alternating rounds,
+so a machine that drifts during the run slows them alike and their ratio holds. The method is part
+of the result, so unlike numbers are never compared.
 """
 import math
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-CUDA_EVENTS = "cuda_event_per_call_sync"
-WINDOW_WALL_CLOCK = "wall_clock_per_window_sync"
 # Python 3.6 has no perf_counter_ns; perf_counter has the same clock at float resolution.
 HOST_CLOCK = "perf_counter_ns" if hasattr(time, "perf_counter_ns") else "perf_counter"
+HOST_CLOCK_CUDA = HOST_CLOCK + "_cuda_sync"  # end-to-end on CUDA: the host clock around call + synchronize
+GPU_HELD = "cuda_events_stream_held"
+WINDOW_WALL_CLOCK = "wall_clock_per_window_sync"
 _HOST_TICKS, _HOST_TICKS_PER_MS = getattr(time, HOST_CLOCK), (1e6 if HOST_CLOCK == "perf_counter_ns" else 1e-3)
 WINDOW_S = 0.1  # throughput: one device synchronisation per this much work
+ROUNDS = 4  # series timed together alternate in this many blocks each
+REWARM_CALLS = 2  # untimed calls at the start of a block, after another series had the device
+MIN_HOLD_FRACTION = 0.5  # a GPU-compute figure from fewer held calls than this is not reported
+MAX_SPIN_MS = 200.0
 
 
 def host_seconds() -> float:
     return time.perf_counter()
 
 
+class Timed(NamedTuple):
+    """One series to time: its name, the zero-argument call, and the CUDA stream its work is queued on
+    (None: no GPU-compute figure; ``gpu_unavailable`` says why where one was expected)."""
+
+    name: str
+    call: Callable[[], object]
+    stream: object = None
+    gpu_unavailable: Optional[str] = None
+
+
 class Timing:
-    """What one timed run measured: per-call (or per-window) latencies and the wall time they took."""
+    """What one series measured in one process: per-call (or per-window) latencies and their wall time."""
 
     def __init__(self, method: str, latencies_ms: List[float], batch_size: int, calls: int, wall_s: float,
-                 scenario: str, energy: Optional[Tuple[float, float]] = None) -> None:
+                 scenario: str, energy: Optional[Tuple[float, float]] = None,
+                 gpu_ms: Optional[List[float]] = None, gpu_attempts: int = 0,
+                 gpu_unavailable: Optional[str] = None) -> None:
         self.method = method
         self.latencies_ms = np.asarray(latencies_ms, dtype=float)
         self.batch_size = batch_size
         self.calls = calls
         self.wall_s = wall_s
         self.scenario = scenario
-        self.energy = energy  # (millijoules, mean watts) over the timed window, where a meter watched it
+        self.energy = energy  # (millijoules, mean watts) over the timed calls, where a meter watched them
+        self.gpu_ms = np.asarray(gpu_ms if gpu_ms is not None else [], dtype=float)
+        self.gpu_attempts = gpu_attempts
+        self.gpu_unavailable = gpu_unavailable
+        if gpu_attempts and self.gpu_ms.size < MIN_HOLD_FRACTION * gpu_attempts:
+            self.gpu_unavailable = ("the stream was held in only {} of {} calls (the call waits for the GPU from "
+                                    "the host)".format(self.gpu_ms.size, gpu_attempts))
+
+    @property
+    def has_gpu(self) -> bool:
+        return self.gpu_unavailable is None and self.gpu_ms.size > 0
 
     def stats(self) -> Dict[str, float]:
         lat = self.latencies_ms
@@ -66,6 +100,12 @@ class Timing:
             stats["windows"] = float(lat.size)
         else:
             stats["throughput_ips"] = self.batch_size * 1000.0 / mean
+        if self.has_gpu:
+            gpu = self.gpu_ms
+            stats.update(gpu_ms_median=float(np.median(gpu)), gpu_ms_p90=float(np.percentile(gpu, 90)),
+                         gpu_ms_p99=float(np.percentile(gpu, 99)),
+                         gpu_cv=float(gpu.std(ddof=1) / gpu.mean()) if gpu.size > 1 else 0.0,
+                         gpu_hold_fraction=gpu.size / float(self.gpu_attempts))
         if self.energy is not None:
             energy_mj, power_w = self.energy
             stats.update(energy_mj=energy_mj, power_w_mean=power_w,
@@ -73,97 +113,185 @@ class Timing:
         return stats
 
 
-def _host_call_ms(fn: Callable[[], object]) -> float:
+class StreamHold:
+    """GPU compute time of one call: a spin kernel holds ``stream`` until the call is queued.
+
+    The spin lasts a few times the host's queuing time of a call (measured in the warm-up) and
+    doubles whenever a call finds the hold gone, up to ``MAX_SPIN_MS``.
+    """
+
+    def __init__(self, stream, queue_ms: float) -> None:
+        import torch
+
+        self.torch, self.stream = torch, stream
+        self.start = torch.cuda.Event(enable_timing=True)
+        self.end = torch.cuda.Event(enable_timing=True)
+        self.spin_ms = min(MAX_SPIN_MS, max(1.0, 3.0 * queue_ms))
+        self.cycles_per_ms = self._cycles_per_ms()
+
+    def _cycles_per_ms(self) -> float:
+        cycles = 1000000
+        with self.torch.cuda.stream(self.stream):
+            self.start.record(self.stream)
+            self.torch.cuda._sleep(cycles)
+            self.end.record(self.stream)
+        self.end.synchronize()
+        return cycles / max(self.start.elapsed_time(self.end), 1e-3)
+
+    def call_ms(self, fn: Callable[[], object]) -> Optional[float]:
+        """The call's GPU time in ms, or None when the GPU reached the call before it was queued."""
+        with self.torch.cuda.stream(self.stream):
+            self.torch.cuda._sleep(int(self.spin_ms * self.cycles_per_ms))
+            self.start.record(self.stream)
+            fn()
+            self.end.record(self.stream)
+        held = not self.start.query()
+        self.end.synchronize()
+        if not held:
+            self.spin_ms = min(MAX_SPIN_MS, 2 * self.spin_ms)
+            return None
+        return self.start.elapsed_time(self.end)
+
+
+def _end_to_end(fn: Callable[[], object], synchronize: Callable[[], None]) -> float:
+    """One call on the host's clock, until the device has finished it."""
     start = _HOST_TICKS()
     fn()
+    synchronize()
     return (_HOST_TICKS() - start) / _HOST_TICKS_PER_MS
 
 
-def _cuda_call_timer(stream) -> Callable[[Callable[[], object]], float]:
-    import torch
-
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-
-    def call_ms(fn: Callable[[], object]) -> float:
-        with torch.cuda.stream(stream):
-            start.record(stream)
-            fn()
-            end.record(stream)
-        end.synchronize()
-        return start.elapsed_time(end)
-
-    return call_ms
-
-
-def _warm_up(call: Callable[[], object], timing: dict) -> float:
-    """Warm up for both ``warmup_iters`` calls and ``warmup_s`` seconds; seconds per call, for sizing windows."""
-    calls, start = 0, host_seconds()
-    while calls < timing["warmup_iters"] or host_seconds() - start < timing["warmup_s"]:
-        call()
-        calls += 1
-    return (host_seconds() - start) / max(calls, 1)
-
-
-def measure(fn: Callable[[], object], timing: dict, batch_size: int, scenario: str,
-            synchronize: Callable[[], None], stream=None, on_cuda: bool = False, meter=None) -> Timing:
-    """Time ``fn`` in ``scenario`` until ``timing["min_iters"]`` calls and ``timing["min_s"]`` seconds.
-
-    ``synchronize`` waits for the device (a no-op on the CPU); ``stream`` is the CUDA stream the
-    work is queued on (latency scenario on CUDA only). ``meter`` (``start()``, ``stop() -> (mJ, W)``)
-    watches exactly the timed calls, warm-up excluded.
-    """
-    min_calls = max(timing["min_iters"], 1)
-    if scenario == "latency":
-        if on_cuda:
-            import torch
-
-            call_ms, method = _cuda_call_timer(stream or torch.cuda.current_stream()), CUDA_EVENTS
-        else:
-            call_ms, method = _host_call_ms, HOST_CLOCK
-        synchronize()
-        _warm_up(lambda: call_ms(fn), timing)
-        latencies = []  # type: List[float]
-        if meter:
-            meter.start()
-        start = host_seconds()
-        while len(latencies) < min_calls or host_seconds() - start < timing["min_s"]:
-            latencies.append(call_ms(fn))
-        wall = host_seconds() - start
-        return Timing(method, latencies, batch_size, len(latencies), wall, scenario, meter.stop() if meter else None)
-
-    def sync_call() -> None:
-        fn()
-        synchronize()
-
+def _queue_ms(fn: Callable[[], object], synchronize: Callable[[], None]) -> float:
+    """How long the host takes to queue one call (the device then finishes it)."""
+    start = _HOST_TICKS()
+    fn()
+    queued = (_HOST_TICKS() - start) / _HOST_TICKS_PER_MS
     synchronize()
-    per_call = _warm_up(sync_call, timing)
-    window = max(1, min(min_calls, int(math.ceil(WINDOW_S / max(per_call, 1e-9)))))
-    windows, calls, wall = [], 0, 0.0
+    return queued
+
+
+def _warm_up(call: Callable[[], float], timing: dict) -> List[float]:
+    """Warm up for both ``warmup_iters`` calls and ``warmup_s`` seconds; what each call returned."""
+    seen, start = [], host_seconds()
+    while len(seen) < timing["warmup_iters"] or host_seconds() - start < timing["warmup_s"]:
+        seen.append(call())
+    return seen
+
+
+def _block(call: Callable[[], Optional[float]], calls: int, seconds: float, rewarm: int) -> Tuple[List[float], int, float]:
+    """Time ``call`` until ``calls`` attempts and ``seconds``: (the values it gave, attempts, wall seconds)."""
+    for _ in range(rewarm):
+        call()
+    values, attempts, start = [], 0, host_seconds()
+    while attempts < calls or host_seconds() - start < seconds:
+        value = call()
+        attempts += 1
+        if value is not None:
+            values.append(value)
+    return values, attempts, host_seconds() - start
+
+
+class _Series:
+    """Accumulates one series' blocks."""
+
+    def __init__(self, timed: Timed) -> None:
+        self.timed = timed
+        self.latencies, self.calls, self.wall = [], 0, 0.0
+        self.gpu, self.gpu_attempts = [], 0
+        self.energy_mj, self.metered_s = 0.0, 0.0
+        self.window = 1
+        self.hold = None  # type: Optional[StreamHold]
+
+
+def measure(series: Sequence[Timed], timing: dict, batch_size: int, scenario: str,
+            synchronize: Callable[[], None], on_cuda: bool = False, meter=None) -> Dict[str, Timing]:
+    """Time every series in ``scenario`` until ``timing["min_iters"]`` calls and ``timing["min_s"]`` seconds each.
+
+    With more than one series they alternate in ``ROUNDS`` blocks (each block re-warms briefly).
+    ``synchronize`` waits for the device (a no-op on the CPU). ``meter`` (``start()``,
+    ``stop() -> (mJ, W)``) watches the first series' end-to-end blocks, warm-up excluded.
+    """
+    rounds = ROUNDS if len(series) > 1 else 1
+    block_calls = int(math.ceil(max(timing["min_iters"], 1) / float(rounds)))
+    block_s = timing["min_s"] / float(rounds)
+    rewarm = REWARM_CALLS if rounds > 1 else 0
+    states = [_Series(timed) for timed in series]
+    synchronize()
+    for state in states:
+        fn = state.timed.call
+        if scenario == "throughput":
+            warm = _warm_up(lambda: _end_to_end(fn, synchronize), timing)
+            per_call_ms = sum(warm) / max(len(warm), 1)
+            state.window = max(1, min(block_calls, int(math.ceil(WINDOW_S * 1e3 / max(per_call_ms, 1e-6)))))
+            continue
+        if on_cuda and state.timed.stream is not None and state.timed.gpu_unavailable is None:
+            queued = _warm_up(lambda: _queue_ms(fn, synchronize), timing)
+            state.hold = StreamHold(state.timed.stream, max(queued[1:] or queued or [1.0]))
+        else:
+            _warm_up(lambda: _end_to_end(fn, synchronize), timing)
+    for _ in range(rounds):
+        for index, state in enumerate(states):
+            _time_block(state, scenario, block_calls, block_s, rewarm, synchronize, meter if index == 0 else None)
+    return {state.timed.name: _timing(state, on_cuda, batch_size, scenario, meter is not None and index == 0)
+            for index, state in enumerate(states)}
+
+
+def _time_block(state: _Series, scenario: str, calls: int, seconds: float, rewarm: int,
+                synchronize: Callable[[], None], meter) -> None:
+    fn = state.timed.call
+    if scenario == "throughput":
+        def window_ms() -> float:
+            start = _HOST_TICKS()
+            for _ in range(state.window):
+                fn()
+            synchronize()
+            return (_HOST_TICKS() - start) / _HOST_TICKS_PER_MS / state.window
+        windows = int(math.ceil(calls / float(state.window)))
+        call = window_ms
+    else:
+        windows, call = calls, (lambda: _end_to_end(fn, synchronize))
     if meter:
         meter.start()
-    while calls < min_calls or wall < timing["min_s"]:
-        start = host_seconds()
-        for _ in range(window):
-            fn()
-        synchronize()
-        elapsed = host_seconds() - start
-        windows.append(elapsed * 1e3 / window)
-        calls += window
-        wall += elapsed
-    return Timing(WINDOW_WALL_CLOCK, windows, batch_size, calls, wall, scenario, meter.stop() if meter else None)
+    values, attempts, wall = _block(call, windows, seconds, rewarm)
+    if meter:
+        energy_mj, _ = meter.stop()
+        state.energy_mj += energy_mj
+        state.metered_s += wall
+    state.latencies.extend(values)
+    if scenario == "throughput":  # the wall time of the windows themselves: images / wall = batch / mean window
+        state.calls += attempts * state.window
+        state.wall += sum(values) * state.window / 1e3
+    else:
+        state.calls += attempts
+        state.wall += wall
+    if state.hold is not None:
+        gpu, attempts, _ = _block(lambda: state.hold.call_ms(fn), calls, seconds, rewarm)
+        state.gpu.extend(gpu)
+        state.gpu_attempts += attempts
+
+
+def _timing(state: _Series, on_cuda: bool, batch_size: int, scenario: str, metered: bool) -> Timing:
+    if scenario == "throughput":
+        method, unavailable = WINDOW_WALL_CLOCK, "throughput windows are timed by the host clock"
+    else:
+        method = HOST_CLOCK_CUDA if on_cuda else HOST_CLOCK
+        unavailable = state.timed.gpu_unavailable or (None if state.hold else "no CUDA stream to hold")
+    energy = None
+    if metered and state.metered_s > 0:
+        energy = (state.energy_mj, state.energy_mj / 1e3 / state.metered_s)
+    return Timing(method, state.latencies, batch_size, state.calls, state.wall, scenario, energy,
+                  state.gpu if state.hold else None, state.gpu_attempts, unavailable if on_cuda else None)
 
 
 def method_description(method: str, include_copies: bool) -> str:
-    """What latency a method measures, in words, for every record."""
+    """What the end-to-end figure of a method times, in words, for every record."""
     if method == WINDOW_WALL_CLOCK:
         return "throughput: back-to-back calls, one sync per window, wall clock; latency = window time / calls"
-    if include_copies:
-        return "host latency incl. H2D/D2H copies, sync per call"
-    return "device compute per call, input resident, sync per call"
+    if method == HOST_CLOCK_CUDA:
+        copies = "incl. host-to-device and device-to-host copies" if include_copies else "input resident on the GPU"
+        return "end-to-end per call: host clock around the call + CUDA synchronize, {}".format(copies)
+    return "end-to-end per call: host clock around the call, input resident"
 
 
-def cv_unstable(cv: float, threshold: float) -> Optional[str]:
-    """The reason a run counts as unstable (like trtexec's warning), or None."""
-    if threshold > 0 and cv > threshold:
-        return "latency CV {:.1%} above {:.0%}".format(cv, threshold)
-    return None
+GPU_DESCRIPTION = ("GPU compute per call: CUDA events around the call while a spin kernel holds the stream until "
+                   "the call is queued (no host launch gaps inside); the hold is checked per call")

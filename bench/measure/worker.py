@@ -19,7 +19,7 @@ from typing import Callable, Optional, Tuple
 
 from bench.measure import fingerprint
 from bench.measure.errors import ConfigError
-from bench.measure.protocol import POINT_FAILURE, PROTOCOL, PlanError, decode, encode, error_reply, \
+from bench.measure.protocol import OK, POINT_FAILURE, PROTOCOL, PlanError, decode, encode, error_reply, \
     failed_measurement
 
 log = logging.getLogger(__name__)
@@ -167,17 +167,51 @@ def resolve_plans(plans: list) -> dict:
 
 
 def measure_plan(plan: dict, controller: Optional[LineInput]) -> dict:
-    """One point measured in a child; a child that dies unannounced is a failed point with the reason."""
-    from bench.measure import point
+    """One point: ``timing.repeats`` fresh processes (the first also checks the outputs; the others convert from
+    the cache and time), summarised into one measurement. A process that dies unannounced, or a repeat that
+    fails, makes the point failed with the reason."""
+    from bench.measure import clocks
 
-    reply, death = run_in_child(lambda: {"op": "measured", "measurement": point.measure(plan)}, controller)
-    if reply is not None:
-        return reply["measurement"]
-    # The child took the device's fingerprint with it; what the worker knows without touching CUDA stands in.
-    tags = dict(fingerprint.host_facts(), **{"device.kind": plan["device"].split(":")[0],
-                                             "device.label": plan["resolution"]["device_label"]})
-    return failed_measurement(plan, "the point's process died with {} before reporting a result".format(death),
-                              POINT_FAILURE, tags)
+    locked, undo = clocks.lock(plan["device"]) if plan["timing"]["lock_clocks"] else \
+        ("not locked: timing.lock_clocks=false", None)
+    try:
+        measurement = _measure_repeats(plan, controller)
+    finally:
+        if undo is not None:
+            clocks.restore(undo)
+    measurement["details"]["state.clocks_locked"] = locked
+    return measurement
+
+
+def _measure_repeats(plan: dict, controller: Optional[LineInput]) -> dict:
+    from bench.measure import point, repeats
+
+    total = plan["timing"]["repeats"]
+    done = []
+    for index in range(1, total + 1):
+        if total > 1:
+            log.info("process %d of %d for this point", index, total)
+        first = index == 1
+        reply, death = run_in_child(lambda: {"op": "measured", "measurement": point.measure(plan, first)}, controller)
+        if reply is None:
+            # The child took the device's fingerprint with it; what the worker knows without CUDA stands in.
+            tags = dict(fingerprint.host_facts(), **{"device.kind": plan["device"].split(":")[0],
+                                                     "device.label": plan["resolution"]["device_label"]})
+            return failed_measurement(plan, "{}the point's process died with {} before reporting a result".format(
+                _which(index, total), death), POINT_FAILURE, tags)
+        measurement = reply["measurement"]
+        if measurement["status"] != OK:
+            if not first:
+                measurement["reason"] = _which(index, total) + measurement["reason"]
+            return measurement
+        done.append(measurement)
+        if total > 1:
+            log.info("process %d of %d: median %.4g ms", index, total, measurement["metrics"]["latency_ms_median"])
+    return repeats.combine(done, plan["timing"])
+
+
+def _which(index: int, total: int) -> str:
+    return "process {} of {}: ".format(index, total) if total > 1 else ""
 
 
 def preload() -> None:

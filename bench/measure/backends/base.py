@@ -52,7 +52,8 @@ class Converted:
 
     def __init__(self, run: Callable[[torch.Tensor], torch.Tensor], input_dtype: torch.dtype = torch.float32,
                  channels_last: bool = False, cache_hit: Optional[bool] = None, stream=None,
-                 details: Optional[Dict[str, object]] = None, cache_events: Optional[List[str]] = None) -> None:
+                 details: Optional[Dict[str, object]] = None, cache_events: Optional[List[str]] = None,
+                 gpu_unavailable: Optional[str] = None) -> None:
         self.run = run
         self.input_dtype = input_dtype
         self.channels_last = channels_last  # the point hands inputs over in this memory format
@@ -60,6 +61,8 @@ class Converted:
         self.stream = stream  # CUDA stream the backend queues its work on; the timer records its events there
         self.details = details or {}  # what the conversion did, recorded with the measurement
         self.cache_events = cache_events or []  # e.g. "discarded a cache entry that did not load: ..."
+        # Why the call's GPU compute time cannot be timed by holding ``stream`` (work queued elsewhere), or None.
+        self.gpu_unavailable = gpu_unavailable
 
 
 class Backend:

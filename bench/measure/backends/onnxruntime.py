@@ -121,7 +121,9 @@ class OnnxRuntimeBackend(Backend):
         runner = cuda_runner if details["provider"] == CUDA_EP else cpu_runner
         return Converted(run=runner(session, request),
                          input_dtype=torch.float16 if float_precision == "fp16" else torch.float32,
-                         cache_hit=cache_hit, details=details, cache_events=events)
+                         cache_hit=cache_hit, details=details, cache_events=events,
+                         gpu_unavailable="ONNX Runtime's CUDA provider queues its work on a stream of its own"
+                         if details["provider"] == CUDA_EP else None)
 
     def quantize(self, source: str, destination: str, batches: List[torch.Tensor]) -> None:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
