@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import record
+from bench.baselines import Baselines
 from bench.executors import Device, WorkerLost
 from bench.journal import Journal
 from bench.measure.errors import ConfigError
@@ -286,6 +287,7 @@ def _open_sweep(grid: Grid, context: SweepContext, outcome: Outcome, pinned: str
 
 def _measure_all(plans: list[dict], facts: dict, device: Device, context: SweepContext, outcome: Outcome) -> None:
     host = facts["host"]["host.name"]
+    baselines = Baselines()
     too_big: dict[str, int] = {}  # series (a point without its batch size) -> the smallest batch that did not fit
     for index, plan in enumerate(plans, 1):
         if context.sweep is not None:
@@ -304,17 +306,31 @@ def _measure_all(plans: list[dict], facts: dict, device: Device, context: SweepC
         else:
             log.info("[%d/%d] %s: measuring on %s (%s)", index, len(plans), name, device.where,
                      plan["resolution"]["device_label"])
-            try:
-                measurement = device.measure(plan)
-            except WorkerLost as exc:
-                measurement = failed_measurement(plan, f"lost the device while measuring: {exc}", EXECUTOR_FAILURE,
-                                                 tags)
+            measurement = _measure_checked(device, plan, tags, baselines, f"[{index}/{len(plans)}] {name}")
         if measurement["status"] == SKIPPED and measurement["reason"].startswith(OUT_OF_MEMORY):
             too_big[series] = min(batch, too_big.get(series, batch))
         recorded_as = _save(context, measurement)
         outcome.counts[measurement["status"]] += 1
         outcome.spooled += recorded_as.startswith("the spool")
         log.info("[%d/%d] %s: %s; recorded as %s", index, len(plans), name, _summary(measurement), recorded_as)
+
+
+def _measure_checked(device: Device, plan: dict, tags: dict, baselines: Baselines, shown: str) -> dict:
+    """Measure a point; one whose eager fp32 disagrees grossly with the sweep's is measured once more, and
+    flagged unstable if it still does."""
+    for attempt in (1, 2):
+        try:
+            measurement = device.measure(plan)
+        except WorkerLost as exc:
+            return failed_measurement(plan, f"lost the device while measuring: {exc}", EXECUTOR_FAILURE, tags)
+        disagreement = baselines.disagreement(measurement)
+        if disagreement is None:
+            baselines.add(measurement)
+            return measurement
+        log.warning("%s: %s%s", shown, disagreement, "; measuring it again" if attempt == 1 else "")
+    details = measurement["details"]
+    details["timing.unstable"] = "; ".join(filter(None, (details.get("timing.unstable"), disagreement)))
+    return measurement
 
 
 def _close(context: SweepContext | None, outcome: Outcome) -> None:
