@@ -18,7 +18,7 @@ import pandas as pd
 from analysis.select import input_label
 from analysis.tables import PRECISION_LABELS, RAW, Table, is_raw, sig
 from bench.measure.errors import ConfigError
-from bench.record import OK
+from bench.record import OK, rounded
 
 
 @dataclass(frozen=True)
@@ -119,9 +119,13 @@ def recommend(points: pd.DataFrame, budget: Budget) -> list[Choice]:
 
 
 def _speed(point: pd.Series, scenario: str) -> str:
+    """The figure, rounded to what its interval supports, with the interval where the run recorded one."""
     if scenario == "throughput":
         return f"{point['throughput_ips']:,.0f} img/s"
-    return f"{sig(point['latency_ms_median'])} ms"
+    low, high = point.get("latency_ms_lo", math.nan), point.get("latency_ms_hi", math.nan)
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return f"{sig(point['latency_ms_median'])} ms"
+    return f"{rounded(point['latency_ms_median'], low, high)} ms ({rounded(low, low, high)}-{rounded(high, low, high)})"
 
 
 def _accuracy(point: pd.Series) -> str:
@@ -167,5 +171,6 @@ def recommendation_table(choices: list[Choice], budget: Budget) -> Table:
     cells = pd.DataFrame(rows, index=idx, columns=columns, dtype=object)
     values = pd.DataFrame(math.nan, index=idx, columns=columns, dtype=float)
     return Table("recommendation", "Recommendation: the fastest variant within the accuracy budget", values, cells,
-                 [budget.describe(), "Speed: median latency per call (ms), or images/s in the throughput scenario; "
-                                     "speed-up over eager fp32 timed in the same run."])
+                 [budget.describe(), "Speed: end-to-end latency per call, the median over the point's processes "
+                                     "(ms, with its interval), or images/s in the throughput scenario; speed-up "
+                                     "over eager fp32 timed beside it in the same processes."])

@@ -35,6 +35,10 @@ METRICS = (
     "raw_latency_ms_mean", "speedup", "acc_max_abs_err", "acc_rel_l2_err", "acc_cosine", "acc_top1_agreement",
     "acc_pixel_agreement", "acc_miou_vs_ref", "acc_nonfinite", "acc_images", "acc_top1", "acc_top5", "ref_top1",
     "ref_top5", "acc_miou", "ref_miou", "energy_mj_per_image", "power_w_mean", "peak_rss_mb", "peak_cuda_mem_mb",
+    # between-process figures (docs/methodology.md): GPU compute beside end-to-end, intervals, spread, processes
+    "gpu_ms_median", "raw_gpu_ms_median", "gpu_speedup", "gpu_hold_fraction", "repeats",
+    "latency_ms_lo", "latency_ms_hi", "latency_ms_spread", "gpu_ms_lo", "gpu_ms_hi", "gpu_ms_spread",
+    "speedup_lo", "speedup_hi", "speedup_spread", "gpu_speedup_lo", "gpu_speedup_hi",
 )
 # Tidy column -> (source, key[, where older records kept it]) in the MLflow run.
 FIELDS = {
@@ -58,6 +62,7 @@ FIELDS = {
     "input_shape": ("params", "input.shape"),
     "timing_method": ("params", "timing.method"),
     "timing_latency": ("tags", "timing.latency", "params"),
+    "timing_gpu": ("tags", "timing.gpu"),
     "scenario": ("params", "scenario"),
     "unstable": ("tags", "bench.unstable"),
     "conditions": ("tags", "bench.conditions"),

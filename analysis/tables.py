@@ -20,6 +20,9 @@ from bench.record import OK
 RAW = "Raw"
 PRECISION_LABELS = {"fp32": "FP32", "fp16": "FP16", "bf16": "BF16", "int8": "INT8"}
 TIMED = ("latency_ms_median", "speedup", "throughput_ips", "throughput_speedup")  # footnoted when unstable
+# What each latency figure times (docs/methodology.md): the blog's tables are end-to-end.
+FIGURE_WORDS = {"latency_ms_median": "end-to-end latency",
+                "gpu_ms_median": "GPU compute time (the stream held until the call is queued)"}
 RAW_OWN = "own run"
 RAW_IN_RUN = "in-run baseline"
 
@@ -156,23 +159,23 @@ def find_point(points: pd.DataFrame, **key: str) -> pd.Series | None:
     return found.iloc[0] if len(found) else None
 
 
-def raw_baseline(points: pd.DataFrame) -> pd.DataFrame:
+def raw_baseline(points: pd.DataFrame, metric: str = "latency_ms_median") -> pd.DataFrame:
     """Raw (eager fp32 PyTorch) per device x input x model, with where it came from.
 
     ``source`` is ``own run`` (an ok pytorch fp32 point) or ``in-run baseline`` (the median of
-    the other ok runs' ``raw_latency_ms_median``). Without either, a non-ok pytorch fp32 point
-    gives its status and reason.
+    the other ok runs' ``raw_<metric>``). Without either, a non-ok pytorch fp32 point gives its
+    status and reason. ``metric``: end-to-end latency, or GPU compute time (``gpu_ms_median``).
     """
     rows = []
     for (device, shape, model), group in points.groupby(["device", "input_shape", "model"], sort=False):
         own = group[is_raw(group)]
-        others = group[(group["status"] == OK) & ~is_raw(group) & group["raw_latency_ms_median"].notna()]
+        others = group[(group["status"] == OK) & ~is_raw(group) & group["raw_" + metric].notna()]
         row = {"device": device, "input_shape": shape, "model": model, "raw_ms": math.nan, "source": RAW_OWN,
                "status": OK, "reason": ""}
-        if len(own) and own.iloc[0]["status"] == OK:
-            row["raw_ms"] = own.iloc[0]["latency_ms_median"]
+        if len(own) and own.iloc[0]["status"] == OK and math.isfinite(own.iloc[0][metric]):
+            row["raw_ms"] = own.iloc[0][metric]
         elif len(others):
-            row.update(raw_ms=others["raw_latency_ms_median"].median(), source=RAW_IN_RUN)
+            row.update(raw_ms=others["raw_" + metric].median(), source=RAW_IN_RUN)
         elif len(own):
             row.update(status=own.iloc[0]["status"], reason=own.iloc[0]["reason"])
         else:
@@ -187,8 +190,8 @@ def _raw_note(raw: pd.DataFrame) -> str:
     in_run = raw[raw["source"] == RAW_IN_RUN]
     if in_run.empty:
         return f"{own}."
-    fallback = ("no ok pytorch fp32 run selected, so the baseline the other runs timed in the same process "
-                "(raw_latency_ms_median, median over those runs)")
+    fallback = ("no pytorch fp32 run was selected, so Raw is the eager fp32 that the other runs timed beside "
+                "themselves, in the same processes (the median over those runs)")
     if len(in_run) == len(raw):
         return f"Raw: eager fp32 PyTorch; {fallback}."
     parts = []
@@ -207,27 +210,29 @@ def _title(device: str, what: str, input_shape: str, backend_text: str) -> str:
     return f"{device}: {what}, input {describe_input(input_shape)}" + (f" ({backend_text})" if backend_text else "")
 
 
-def blog_table(points: pd.DataFrame, device: str, input_shape: str) -> Table:
-    """The blog's table for one device and input: rows Raw/FP32/FP16/BF16/INT8, columns models, median ms."""
+def blog_table(points: pd.DataFrame, device: str, input_shape: str, metric: str = "latency_ms_median") -> Table:
+    """The blog's table for one device and input: rows Raw/FP32/FP16/BF16/INT8, columns models, median ms.
+
+    ``metric``: end-to-end latency per call (the blog's figure), or GPU compute time per call beside it."""
     sub = _device_points(points, device, input_shape)
     models = model_order(sub["model"])
     rows, backend_text = point_rows(sub)
     notes, grid = _Notes(), {}
-    raw = raw_baseline(sub)
+    raw = raw_baseline(sub, metric)
     for item in raw.itertuples():
         point = pd.Series({"status": item.status, "reason": item.reason})
         grid[(RAW, item.model)] = _cell(point, item.raw_ms, sig, notes)
     for label, precision, backend in rows:
         for model in models:
             point = find_point(sub, model=model, precision=precision, backend=backend)
-            grid[(label, model)] = _cell(point, point["latency_ms_median"] if point is not None else math.nan,
-                                         sig, notes)
+            grid[(label, model)] = _cell(point, point[metric] if point is not None else math.nan, sig, notes)
     labels = ([RAW] if len(raw) else []) + [r[0] for r in rows]
-    values, cells = _frames(grid, labels, models, "median latency (ms)")
+    gpu = metric == "gpu_ms_median"
+    values, cells = _frames(grid, labels, models, f"median {'GPU compute' if gpu else 'latency'} (ms)")
     plain = [_raw_note(raw)] if len(raw) else []
-    return Table(f"latency_{slug(device)}_{slug(input_label(input_shape))}",
-                 _title(device, "median latency per call (ms)", input_shape, backend_text), values, cells,
-                 plain + notes.lines())
+    what = FIGURE_WORDS[metric] + " per call, median over the processes' medians (ms)"
+    return Table(f"{'gpu' if gpu else 'latency'}_{slug(device)}_{slug(input_label(input_shape))}",
+                 _title(device, what, input_shape, backend_text), values, cells, plain + notes.lines())
 
 
 def _metric_table(points: pd.DataFrame, device: str, input_shape: str, metric: str, fmt, kind: str, what: str,
@@ -314,9 +319,11 @@ def accuracy_table(points: pd.DataFrame, device: str, input_shape: str) -> Table
 
 
 def cross_device_table(points: pd.DataFrame, precision: str, input_shape: str, backend: str | None = None,
-                       speedup: bool = False) -> Table:
-    """Devices side by side for one precision (or ``raw``): median ms, or speed-up over each device's own Raw."""
-    raw = raw_baseline(points[points["input_shape"] == input_shape])
+                       speedup: bool = False, metric: str = "latency_ms_median") -> Table:
+    """Devices side by side for one precision (or ``raw``): median ms, or speed-up over each device's own Raw;
+    ``metric``: end-to-end latency or GPU compute time."""
+    raw = raw_baseline(points[points["input_shape"] == input_shape], metric)
+    figure = "GPU compute" if metric == "gpu_ms_median" else "latency"
     notes, grid = _Notes(), {}
     if precision == "raw":
         if speedup:
@@ -325,7 +332,7 @@ def cross_device_table(points: pd.DataFrame, precision: str, input_shape: str, b
             grid[(item.device, item.model)] = _cell(pd.Series({"status": item.status, "reason": item.reason}),
                                                     item.raw_ms, sig, notes)
         rows, models = sorted(set(raw["device"])), model_order(raw["model"])
-        what, backend_text, plain = "Raw (eager fp32 PyTorch) median latency (ms)", "", [_raw_note(raw)]
+        what, backend_text, plain = f"Raw (eager fp32 PyTorch) median {figure} (ms)", "", [_raw_note(raw)]
     else:
         sub = points[(points["input_shape"] == input_shape) & (points["precision"] == precision)]
         sub = sub[sub["backend"] == backend] if backend else sub[~is_raw(sub)]
@@ -339,16 +346,16 @@ def cross_device_table(points: pd.DataFrame, precision: str, input_shape: str, b
                 point = find_point(sub, device=device, backend=back, model=model)
                 value = math.nan
                 if point is not None:
-                    value = raw_ms.get((device, model), math.nan) / point["latency_ms_median"] if speedup \
-                        else point["latency_ms_median"]
+                    value = raw_ms.get((device, model), math.nan) / point[metric] if speedup else point[metric]
                 grid[(label, model)] = _cell(point, value, fmt_ratio if speedup else sig, notes)
         name = PRECISION_LABELS.get(precision, precision)
-        what = f"{name} speed-up over the device's own Raw (×)" if speedup else f"{name} median latency (ms)"
+        what = f"{name} {figure} speed-up over the device's own Raw (×)" if speedup else \
+            f"{name} median {figure} (ms)"
         backend_text = f"backend {pairs[0][1]}" if one_backend and pairs else ""
         plain = [_raw_note(raw)] if speedup and len(raw) else []
     values, cells = _frames(grid, rows, models, "speed-up (×)" if speedup else "median (ms)")
     values.index.name = cells.index.name = f"device: {'speed-up (×)' if speedup else 'median (ms)'}"
-    kind = "cross_speedup" if speedup else "cross_latency"
+    kind = ("cross_gpu_" if metric == "gpu_ms_median" else "cross_") + ("speedup" if speedup else "latency")
     suffix = f"_{backend}" if backend else ""
     return Table(f"{kind}_{precision}{suffix}_{slug(input_label(input_shape))}",
                  f"All devices: {what}, input {describe_input(input_shape)}"
@@ -362,6 +369,8 @@ def device_tables(points: pd.DataFrame) -> list[Table]:
     for device, shape in sorted(set(zip(points["device"], points["input_shape"])),
                                 key=lambda ds: (ds[0], _shape_key(ds[1]))):
         tables.append(blog_table(points, device, shape))
+        if _device_points(points, device, shape)["gpu_ms_median"].notna().any():
+            tables.append(blog_table(points, device, shape, "gpu_ms_median"))
         if (~is_raw(_device_points(points, device, shape))).any():
             tables += [speedup_table(points, device, shape), accuracy_table(points, device, shape),
                        conversion_table(points, device, shape)]
@@ -388,6 +397,9 @@ def cross_device_tables(points: pd.DataFrame, precisions: list[str] | None = Non
                 continue
             tables += [cross_device_table(points, precision, shape, backend),
                        cross_device_table(points, precision, shape, backend, speedup=True)]
+            if candidates.groupby("device")["gpu_ms_median"].count().gt(0).sum() >= 2:
+                tables += [cross_device_table(points, precision, shape, backend, metric="gpu_ms_median"),
+                           cross_device_table(points, precision, shape, backend, True, "gpu_ms_median")]
     return tables
 
 
