@@ -131,7 +131,9 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: Optional[int] = None  # CPU threads for torch and ONNX Runtime; None: library default
+    # CPU threads for torch and ONNX Runtime; None: on a CPU point every CPU but one (at least one), on CUDA the
+    # libraries' default (bench.measure.point.threads_for says why)
+    threads: Optional[int] = None
     cudnn_benchmark: bool = True  # let cuDNN pick its fastest algorithms for eager and compiled runs
     raw_baseline: bool = True  # time eager fp32 in the same run, for a same-run speed-up
     energy: str = "auto"  # auto: measure where a sensor exists | require: error without one | off

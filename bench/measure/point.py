@@ -65,6 +65,18 @@ def _tf32_settings() -> dict:
     return settings
 
 
+def threads_for(plan: dict, target: Target) -> Optional[int]:
+    """The CPU threads a point computes with: ``threads``, or on a CPU point every CPU this process may use but one
+    (at least one), which is left to the system, the controller and interrupts; None: the libraries' default
+    (CUDA points). On a 2-vCPU virtual machine two threads made every figure hostage to the other vCPU's load
+    (medians of separate processes 1.17-1.29x apart), one thread reproduced within 1.03-1.13x
+    (docs/methodology.md)."""
+    if plan["threads"] or target.is_cuda:
+        return plan["threads"]
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cpus - 1)
+
+
 def _convert(plan: dict, model: torch.nn.Module, example: torch.Tensor, target: Target, recipe,
              measurement: dict):
     """The point's backend converts a copy of the model (timed; cache hits and events recorded)."""
@@ -76,7 +88,7 @@ def _convert(plan: dict, model: torch.nn.Module, example: torch.Tensor, target: 
                        torch.cuda.get_device_name(target.device) if target.is_cuda else "cpu")
     request = ConversionRequest(
         model=copy.deepcopy(model), example=example, precision=precision, target=target,
-        cache_dir=cache_dir(plan), cache_key=cache_key, threads=plan["threads"],
+        cache_dir=cache_dir(plan), cache_key=cache_key, threads=threads_for(plan, target),
         calibration=lambda: [b.to(target.device) for b in calibration.batches(plan, shape, recipe)])
     if precision == "int8":
         details["calibration.inputs"] = calibration.describe(plan, recipe)
@@ -167,8 +179,10 @@ def _measure(plan: dict, measurement: dict, first: bool) -> None:
     """Measure a runnable point into ``measurement``; ``first``: also check the outputs against eager fp32
     (a repeat only converts, from the cache, and times)."""
     target = resolve_target(plan["device"])
-    if plan["threads"]:
-        torch.set_num_threads(plan["threads"])
+    threads = threads_for(plan, target)
+    if threads:
+        torch.set_num_threads(threads)
+    measurement["tags"]["cpu.threads"] = str(torch.get_num_threads())
     torch.backends.cudnn.benchmark = plan["cudnn_benchmark"]
     shape = input_shape(plan)
     task = plan["resolution"]["task"]
