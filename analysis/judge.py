@@ -32,7 +32,6 @@ RAW_BACKEND = "raw"  # the derived series of eager fp32 timed inside every run
 TESTS = ("mad", "mannwhitney")
 MAD_SCALE = 1.4826  # MAD x this estimates the standard deviation of normally distributed values
 AGREEMENT = ("acc_top1_agreement", "acc_pixel_agreement")
-FIGURE_NAMES = {"latency_ms_median": "end-to-end latency", "gpu_ms_median": "GPU compute time"}
 
 SLOWER, FASTER, ACCURACY = "slower", "faster", "accuracy"
 NEW_FAILURE, NOW_SKIPPED, FIXED = "new failure", "now skipped", "fixed"
@@ -311,8 +310,8 @@ def _latency(series: tuple[str, ...], new: pd.Series, base: pd.DataFrame, rules:
         return None
     change = value / center - 1
     if rules.test == "mad" or metric != "latency_ms_median":
-        evidence = (f"{FIGURE_NAMES[metric]}: robust z {z:+.1f} (limit ±{rules.z:g}): baseline median {sig(center)} ms, "
-                    f"MAD x {MAD_SCALE} = {sig(sigma)} ms over {len(values)} nightlies; change {change:+.1%} "
+        evidence = (f"robust z {z:+.1f} (limit ±{rules.z:g}): baseline median {sig(center)} ms, MAD x {MAD_SCALE} = "
+                    f"{sig(sigma)} ms over {len(values)} nightlies; change {change:+.1%} "
                     f"(limit ±{rules.threshold:.0%})")
     else:
         from scipy.stats import mannwhitneyu  # here: scipy.stats takes a second to import, only this test needs it

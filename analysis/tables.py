@@ -21,8 +21,7 @@ RAW = "Raw"
 PRECISION_LABELS = {"fp32": "FP32", "fp16": "FP16", "bf16": "BF16", "int8": "INT8"}
 TIMED = ("latency_ms_median", "speedup", "throughput_ips", "throughput_speedup")  # footnoted when unstable
 # What each latency figure times (docs/methodology.md): the blog's tables are end-to-end.
-FIGURE_WORDS = {"latency_ms_median": "end-to-end latency",
-                "gpu_ms_median": "GPU compute time (the stream held until the call is queued)"}
+FIGURE_WORDS = {"latency_ms_median": "end-to-end latency", "gpu_ms_median": "GPU compute time"}
 RAW_OWN = "own run"
 RAW_IN_RUN = "in-run baseline"
 
@@ -190,8 +189,8 @@ def _raw_note(raw: pd.DataFrame) -> str:
     in_run = raw[raw["source"] == RAW_IN_RUN]
     if in_run.empty:
         return f"{own}."
-    fallback = ("no pytorch fp32 run was selected, so Raw is the eager fp32 that the other runs timed beside "
-                "themselves, in the same processes (the median over those runs)")
+    fallback = ("no ok pytorch fp32 run selected, so the baseline the other runs timed in the same process "
+                "(raw_latency_ms_median, median over those runs)")
     if len(in_run) == len(raw):
         return f"Raw: eager fp32 PyTorch; {fallback}."
     parts = []
@@ -230,7 +229,7 @@ def blog_table(points: pd.DataFrame, device: str, input_shape: str, metric: str 
     gpu = metric == "gpu_ms_median"
     values, cells = _frames(grid, labels, models, f"median {'GPU compute' if gpu else 'latency'} (ms)")
     plain = [_raw_note(raw)] if len(raw) else []
-    what = FIGURE_WORDS[metric] + " per call, median over the processes' medians (ms)"
+    what = f"median {FIGURE_WORDS[metric]} per call (ms)"
     return Table(f"{'gpu' if gpu else 'latency'}_{slug(device)}_{slug(input_label(input_shape))}",
                  _title(device, what, input_shape, backend_text), values, cells, plain + notes.lines())
 

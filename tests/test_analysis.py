@@ -107,7 +107,7 @@ def test_xavier_tables_reproduce_the_blog_cell_for_cell(report):
         for row, cells in blog.items():
             assert f"| {row} | {' | '.join(cells)} |" in markdown
     xavier_cls = by_key(report, "latency_jetson-xavier-nx_256")
-    assert xavier_cls.title == ("Jetson Xavier NX: median latency per call (ms), input 256x256 "
+    assert xavier_cls.title == ("Jetson Xavier NX: median end-to-end latency per call (ms), input 256x256 "
                                 "(rows FP32, FP16, INT8: torch2trt)")
 
 
@@ -197,7 +197,7 @@ def test_formats(report):
     csv_table = by_key(report, "latency_jetson-xavier-nx_256")
     frame = pd.read_csv(io.StringIO(render([csv_table], "csv")), skiprows=1, index_col=0)
     assert frame.loc["INT8", "resnet50"] == 3.0
-    assert "Jetson Nano Developer Kit: median latency" in csv and "#" not in csv
+    assert "Jetson Nano Developer Kit: median end-to-end latency" in csv and "#" not in csv
     # Aligned text: every body line of a table has the same width as its header.
     lines = table_text(csv_table).splitlines()
     assert len({len(line) for line in lines[2:7]}) == 1

@@ -252,3 +252,33 @@ def test_a_slower_nightly_measured_on_a_throttled_gpu_is_reported_not_counted(tm
     (under_load,) = [f for f in result.findings if f.kind == UNDER_LOAD]
     assert under_load.series[2] == "resnet18" and under_load.evidence.startswith("throttled: sw_thermal_slowdown; ")
     assert "measured under load / throttled" in result.render()
+
+
+def gpu_history(uri: str, newest_gpu_ms: float) -> None:
+    """Eleven nightlies of a CUDA point whose end-to-end latency carries the host's jitter (±25 %) while its GPU
+    compute time holds within ±1 %; the newest nightly's GPU compute time is ``newest_gpu_ms``."""
+    rng = np.random.default_rng(7)
+    for night in range(11):
+        made = measurement(XAVIER, "resnet18", "torch2trt", "fp16", 256, 2.1 * (1 + rng.uniform(-0.25, 0.25)), 11.0,
+                           start_ms=int((START + timedelta(days=night)).timestamp() * 1000) + 1000)
+        gpu = newest_gpu_ms if night == 10 else 1.0 * (1 + rng.uniform(-0.01, 0.01))
+        made["metrics"].update(gpu_ms_median=gpu, raw_gpu_ms_median=3.0, gpu_speedup=3.0 / gpu)
+        record_sweep(uri, f"xavier-01-{night}", [made], kind="nightly",
+                     started_ms=int((START + timedelta(days=night)).timestamp() * 1000))
+
+
+@pytest.mark.parametrize("newest, slower", [(1.10, True), (1.0, False)])
+def test_a_cuda_series_is_judged_on_its_gpu_compute_time(tmp_path, newest, slower):
+    """A 10 % slower GPU compute time is caught beneath end-to-end noise that would hide it; unchanged, nothing
+    is flagged however the end-to-end figure wanders."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    gpu_history(uri, newest)
+    result = check_regressions(Selection(kind="nightly"), uri)
+    latency = [f for f in result.findings if f.kind in (SLOWER, FASTER, NOISE)
+               and f.series[3] == "torch2trt"]
+    if slower:
+        (finding,) = latency
+        assert finding.kind == SLOWER and finding.metric == "gpu_ms_median"
+        assert finding.change == pytest.approx(0.10, abs=0.015)
+    else:
+        assert latency == [] and result.exit_code == 0

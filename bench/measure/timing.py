@@ -28,7 +28,6 @@ import numpy as np
 # Python 3.6 has no perf_counter_ns; perf_counter has the same clock at float resolution.
 HOST_CLOCK = "perf_counter_ns" if hasattr(time, "perf_counter_ns") else "perf_counter"
 HOST_CLOCK_CUDA = HOST_CLOCK + "_cuda_sync"  # end-to-end on CUDA: the host clock around call + synchronize
-GPU_HELD = "cuda_events_stream_held"
 WINDOW_WALL_CLOCK = "wall_clock_per_window_sync"
 _HOST_TICKS, _HOST_TICKS_PER_MS = getattr(time, HOST_CLOCK), (1e6 if HOST_CLOCK == "perf_counter_ns" else 1e-3)
 WINDOW_S = 0.1  # throughput: one device synchronisation per this much work
