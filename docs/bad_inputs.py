@@ -30,6 +30,8 @@ CASES = [
     ("torchvision model without a name", ["run.py", "model=torchvision"]),
     ("unknown torchvision model", ["run.py", "model=torchvision", "model.name=resnet19"]),
     ("batch size 0", ["run.py", "input.batch_size=0"]),
+    ("no processes per point", ["run.py", "timing.repeats=0"]),
+    ("an interval level outside (0, 1)", ["run.py", "timing.interval=1.5"]),
     ("negative size", ["run.py", "input.height=-3"]),
     ("input too small for the model", ["run.py", "input.height=16", "input.width=16"]),
     ("one bad point in a grid", ["run.py", "-m", "input.batch_size=1,0,2"]),
