@@ -435,7 +435,9 @@ class Store:
 
 
 SAVED_VIEW = "mlflow.sharedViewState."  # experiment tag prefix of the UI's saved views ("Views" menu)
-VIEW_COLUMNS = ["metrics.`latency_ms_median`", "metrics.`speedup`", "metrics.`throughput_ips`",
+# End-to-end and (CUDA) GPU compute figures side by side, then how far the point's processes agreed.
+VIEW_COLUMNS = ["metrics.`latency_ms_median`", "metrics.`speedup`", "metrics.`gpu_ms_median`", "metrics.`gpu_speedup`",
+                "metrics.`latency_ms_spread`", "metrics.`throughput_ips`",
                 "attributes.`Description`", "params.`model`", "params.`backend`", "params.`precision`",
                 "params.`input.shape`"]
 
