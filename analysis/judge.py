@@ -87,7 +87,8 @@ class Rules:
                      f"nightlies' medians), is beyond ±{self.z:g}")
         else:
             noise = (f"AND a one-sided Mann-Whitney U test of the new run's per-call latencies against the "
-                     f"baseline runs' per-call latencies gives p < {self.alpha:g} (within-run noise only)")
+                     f"baseline runs' per-call latencies gives p < {self.alpha:g} (within-run noise only; series "
+                     f"judged on GPU compute time use the robust z-score beyond ±{self.z:g})")
         return [
             "Series: host x device x model x backend x precision x input shape x scenario; backend 'raw' is eager fp32 "
             "timed inside every run (median over the nightly's runs of that model and input).",
@@ -303,7 +304,8 @@ def _latency(series: tuple[str, ...], new: pd.Series, base: pd.DataFrame, rules:
              samples: Samples) -> Finding | None:
     """Slower, faster, within noise, or nothing to say (None), on the series' judged figure."""
     metric = judged_figure(new, base, rules)
-    values = base[metric].dropna().to_numpy(dtype=float)
+    base = base[base[metric].notna()]
+    values = base[metric].to_numpy(dtype=float)
     value = float(new[metric])
     kind, center, sigma, z = latency_verdict(values, value, rules)
     if kind is None:

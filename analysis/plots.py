@@ -149,10 +149,10 @@ def plot_history(finding: Finding, rules: Rules, path: Path) -> Path:
     times = [t for t, _ in finding.history]
     ax.plot(times, [v for _, v in finding.history], "o-", color="tab:blue", label="baseline nightlies")
     ax.axhline(finding.baseline, color="grey", linewidth=0.8, label="baseline median")
-    if finding.metric.startswith("latency"):
+    if finding.metric in ("latency_ms_median", "gpu_ms_median"):
         low, high = finding.baseline * (1 - rules.threshold), finding.baseline * (1 + rules.threshold)
         ax.axhspan(low, high, color="grey", alpha=0.15, label=f"±{rules.threshold:.0%}")
-        if rules.test == "mad" and math.isfinite(finding.noise):
+        if (rules.test == "mad" or finding.metric == "gpu_ms_median") and math.isfinite(finding.noise):
             ax.axhspan(finding.baseline - rules.z * finding.noise, finding.baseline + rules.z * finding.noise,
                        color="tab:blue", alpha=0.1, label=f"±{rules.z:g} robust sd")
     if finding.new_time is not None:

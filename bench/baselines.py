@@ -23,17 +23,18 @@ def _key(plan: dict) -> tuple:
 
 def raw_figure(measurement: dict) -> float | None:
     """The measurement's eager fp32 figure: its Raw baseline, or its own for the pytorch fp32 point."""
-    if measurement["status"] != OK:
-        return None
     plan, metrics = measurement["plan"], measurement["metrics"]
+    if measurement["status"] != OK or plan["timing"]["include_copies"]:
+        return None  # with copies, the Raw point times them and the other points' Raw does not
     key = "throughput_ips" if plan["scenario"] == "throughput" else "latency_ms_median"
     if plan["backend"]["name"] == "pytorch" and plan["precision"] == "fp32":
         return metrics.get(key)
-    return metrics.get("raw_" + key)
+    return metrics.get("raw_" + key) if plan["raw_baseline"] else None  # without Raw, raw_* is the variant's own
 
 
 class Baselines:
-    """The sweep's eager fp32 figures so far, per model, input, scenario and device."""
+    """The sweep's eager fp32 figures so far (the points measured before), per model, input, scenario and
+    device."""
 
     def __init__(self) -> None:
         self.seen: dict[tuple, list[float]] = {}
@@ -48,7 +49,7 @@ class Baselines:
         ratio = value / reference
         if 1 / BOUND <= ratio <= BOUND:
             return None
-        return (f"eager fp32 measured beside it ({value:.3g}) is {ratio:.2f}x the sweep's other measurements of "
+        return (f"eager fp32 measured beside it ({value:.3g}) is {ratio:.2f}x the sweep's earlier measurements of "
                 f"the same model ({reference:.3g}, median of {len(others)}): its speed-up is not comparable")
 
     def add(self, measurement: dict) -> None:

@@ -316,20 +316,31 @@ def _measure_all(plans: list[dict], facts: dict, device: Device, context: SweepC
 
 
 def _measure_checked(device: Device, plan: dict, tags: dict, baselines: Baselines, shown: str) -> dict:
-    """Measure a point; one whose eager fp32 disagrees grossly with the sweep's is measured once more, and
-    flagged unstable if it still does."""
-    for attempt in (1, 2):
-        try:
-            measurement = device.measure(plan)
-        except WorkerLost as exc:
-            return failed_measurement(plan, f"lost the device while measuring: {exc}", EXECUTOR_FAILURE, tags)
-        disagreement = baselines.disagreement(measurement)
-        if disagreement is None:
-            baselines.add(measurement)
-            return measurement
-        log.warning("%s: %s%s", shown, disagreement, "; measuring it again" if attempt == 1 else "")
+    """Measure a point; one whose eager fp32 disagrees grossly with the sweep's earlier measurements is measured
+    once more, and flagged unstable (with both attempts' figures) if it still does."""
+    try:
+        measurement = device.measure(plan)
+    except WorkerLost as exc:
+        return failed_measurement(plan, f"lost the device while measuring: {exc}", EXECUTOR_FAILURE, tags)
+    first = baselines.disagreement(measurement)
+    if first is None:
+        baselines.add(measurement)
+        return measurement
+    log.warning("%s: %s; measuring it again", shown, first)
+    try:
+        again = device.measure(plan)
+    except WorkerLost as exc:
+        log.warning("%s: lost the device measuring it again (%s); keeping the first attempt", shown, exc)
+        again = None
+    if again is not None and again["status"] == OK:
+        second = baselines.disagreement(again)
+        if second is None:
+            baselines.add(again)
+            return again
+        log.warning("%s: %s", shown, second)
+        measurement, first = again, f"{second} (first attempt: {first})"
     details = measurement["details"]
-    details["timing.unstable"] = "; ".join(filter(None, (details.get("timing.unstable"), disagreement)))
+    details["timing.unstable"] = "; ".join(filter(None, (details.get("timing.unstable"), first)))
     return measurement
 
 

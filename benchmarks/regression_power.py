@@ -3,9 +3,10 @@
     python benchmarks/regression_power.py --store docs/results/h200-repro-1.db --store docs/results/h200-repro-2.db
 
 For each point recorded several times (reproducibility runs, or nightlies), the per-process medians of
-every run (``repeats.csv``) are pooled per point. A simulated night draws ``--repeats`` of them (with
-replacement, keeping each process's end-to-end and GPU compute figures together) and takes their
-median, as a sweep does. The check of ``analysis.judge`` (GPU compute where measured, robust z over
+every run (``repeats.csv``) are kept per run. A simulated night draws one of the recorded runs, then
+``--repeats`` of its processes (with replacement, keeping each process's end-to-end and GPU compute
+figures together), and takes their median, as a sweep does: processes of one run share that minute's
+machine, which a draw across all runs would hide. The check of ``analysis.judge`` (GPU compute where measured, robust z over
 ``--window`` baseline nights and the relative threshold) then judges a new night slowed by 0 / 5 / 10
 / 20 % against a fresh baseline, ``--trials`` times: detection rate per slowdown, false-alarm rate at 0.
 Run from the repository's root (the committed stores keep their artifacts at paths relative to it).
@@ -46,12 +47,16 @@ def process_rows(stores: list[Path]) -> dict[tuple[str, str], pd.DataFrame]:
                 except Exception:  # noqa: BLE001 - a run recorded before repeats existed has no table
                     continue
                 key = (run.data.tags.get("device.label", "?"), run.info.run_name)
-                found.setdefault(key, []).append(pd.read_csv(io.StringIO(text)))
+                found.setdefault(key, []).append(pd.read_csv(io.StringIO(text)).assign(run=run.info.run_id))
     return {key: pd.concat(frames, ignore_index=True) for key, frames in found.items()}
 
 
 def simulated_night(rows: pd.DataFrame, repeats: int, rng: np.random.Generator) -> dict[str, float]:
-    drawn = rows.iloc[rng.integers(0, len(rows), repeats)]
+    """One night: a recorded run drawn at random, then ``repeats`` of its processes drawn with replacement, so the
+    night keeps what the processes of one run share (the machine's state that minute)."""
+    runs = rows["run"].unique()
+    mine = rows[rows["run"] == runs[rng.integers(0, len(runs))]]
+    drawn = mine.iloc[rng.integers(0, len(mine), repeats)]
     return {figure: float(drawn[figure].median()) for figure in FIGURES if figure in drawn}
 
 

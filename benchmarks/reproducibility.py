@@ -21,10 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.measure.repeats import FIGURES  # noqa: E402
 from bench.record import CHILD, LABEL, OK, ROLE, STATUS, SWEEP_ID  # noqa: E402
-
-FIGURES = {"latency_ms_median": "latency_ms", "gpu_ms_median": "gpu_ms", "speedup": "speedup",
-           "gpu_speedup": "gpu_speedup", "throughput_ips": "throughput_ips"}
 
 
 def run_sweeps(runs: int, store: Path, args: list[str]) -> list[tuple[str, float]]:
@@ -59,7 +57,7 @@ def collect(stores: list[Path], labels: list[str]) -> dict[str, list[dict]]:
 def _collect(store: Path, label: str, found: dict[str, list[dict]]) -> None:
     import mlflow
 
-    client = mlflow.MlflowClient(f"sqlite:///{store}/mlflow.db")
+    client = mlflow.MlflowClient(f"sqlite:///{store if store.suffix == '.db' else store / 'mlflow.db'}")
     experiment_ids = [e.experiment_id for e in client.search_experiments()]
     parents = client.search_runs(experiment_ids, f"tags.`{LABEL}` = '{label}'")
     for sweep_id in {run.data.tags[SWEEP_ID] for run in parents if SWEEP_ID in run.data.tags}:
@@ -84,7 +82,7 @@ def summarise(points: dict[str, list[dict]]) -> list[dict]:
             has_interval = all(f"{stem}_lo" in m for m in runs)
             rows.append({"point": name, "figure": key, "values": values, "max_min": max(values) / min(values),
                          "covered": covered if has_interval else None, "runs": len(values),
-                         "within_process_spread": [m.get(f"{stem}_spread") for m in runs]})
+                         "process_spread": [m.get(f"{stem}_spread") for m in runs]})
     return rows
 
 
@@ -101,7 +99,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--store", type=Path, required=True, action="append",
-                        help="folder of the store the runs record into (with --labels: repeat to read several)")
+                        help="folder of the store the runs record into (its mlflow.db), or with --labels an "
+                             "MLflow sqlite file too; repeat to read several")
     parser.add_argument("--json", type=Path, help="write the runs' figures and the summary here")
     parser.add_argument("--labels", nargs="*", help="summarise these earlier runs' labels instead of running")
     parser.add_argument("args", nargs="*", help="run.py's arguments (after --)")

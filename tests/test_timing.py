@@ -134,7 +134,7 @@ def test_a_point_is_the_median_of_its_processes_with_interval_and_spread():
     assert m["latency_ms_lo"] < 1.0 < m["latency_ms_hi"] and m["repeats"] == 3
     logs = np.log([1.0, 1.1, 0.95])
     half = scipy_stats.t.ppf(0.975, 2) * logs.std(ddof=1) / math.sqrt(3)
-    assert m["latency_ms_hi"] == pytest.approx(math.exp(np.median(logs) + half))
+    assert m["latency_ms_hi"] == pytest.approx(math.exp(logs.mean() + half))  # around the geometric mean
     assert m["iterations"] == 60 and combined["calls_per_process"]["latencies_ms"] == [20, 20, 20]
     assert [row["latency_ms_median"] for row in combined["repeats"]] == [1.0, 1.1, 0.95]
     assert "robust spread 7.4%" in combined["details"]["timing.unstable"]  # 1.4826 x MAD 0.05 / median 1.0
@@ -149,3 +149,12 @@ def test_processes_that_disagree_make_the_point_unstable_and_a_tail_inside_one_d
     single = repeats.combine([process(1.0, 5.0)], settings())
     assert single["details"]["timing.stability"] == "not judged: one process (timing.repeats=1)"
     assert "timing.unstable" not in single["details"] and "latency_ms_spread" not in single["metrics"]
+
+
+def test_a_figure_some_processes_could_not_measure_is_no_figure_of_the_point():
+    held = process(1.0, 5.0)
+    held["metrics"].update(gpu_ms_median=0.5, raw_gpu_ms_median=2.0, gpu_speedup=4.0, gpu_hold_fraction=1.0)
+    held["gpu_ms"], held["raw_gpu_ms"] = [0.5] * 20, [2.0] * 20
+    combined = repeats.combine([held, process(1.0, 5.0)], settings(repeats=2))
+    assert not [key for key in combined["metrics"] if key.startswith(("gpu_", "raw_gpu_"))]
+    assert combined["gpu_ms"] == [] and "1 of 2 processes" in combined["details"]["timing.gpu"]

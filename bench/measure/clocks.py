@@ -48,6 +48,15 @@ def _nvidia_smi(index: str) -> Tuple[str, Callable[[], None]]:
         lambda: _run(["nvidia-smi", "-i", index, "-rgc"])
 
 
+def _nvidia_smi_id(ordinal: int) -> str:
+    """The GPU that CUDA calls ``ordinal``, as nvidia-smi -i takes it: through CUDA_VISIBLE_DEVICES (indices or
+    UUIDs) where it is set. nvidia-smi counts in PCI bus order, CUDA fastest first unless
+    CUDA_DEVICE_ORDER=PCI_BUS_ID: on a machine of unlike GPUs set that, or name the GPUs by UUID. (The worker
+    that locks the clocks never initialises CUDA, so it cannot ask CUDA for the UUID itself.)"""
+    visible = [item.strip() for item in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if item.strip()]
+    return visible[ordinal] if ordinal < len(visible) else str(ordinal)
+
+
 def lock(device: str) -> Tuple[str, Callable[[], None]]:
     """(what was done, in words, and how to undo it) for the point's device."""
     if not device.startswith("cuda"):
@@ -59,7 +68,7 @@ def lock(device: str) -> Tuple[str, Callable[[], None]]:
             return _jetson()
         if shutil.which("nvidia-smi") is None:
             return "not locked: nvidia-smi is not on PATH", _nothing
-        return _nvidia_smi(device.split(":")[1] if ":" in device else "0")
+        return _nvidia_smi(_nvidia_smi_id(int(device.split(":")[1]) if ":" in device else 0))
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
         return "not locked: {}".format(exc), _nothing
 

@@ -160,14 +160,14 @@ def _time(plan: dict, model: torch.nn.Module, converted: Converted, raw_input: t
             "unavailable: " + (measured.gpu_unavailable or "not timed")
     measurement["latencies_ms"] = measured.latencies_ms.tolist()
     measurement["raw_latencies_ms"] = raw.latencies_ms.tolist()  # the Raw point's own calls are its baseline's
-    measurement["gpu_ms"] = measured.gpu_ms.tolist()
-    measurement["raw_gpu_ms"] = raw.gpu_ms.tolist()
+    measurement["gpu_ms"] = measured.gpu_ms.tolist() if measured.has_gpu else []
+    measurement["raw_gpu_ms"] = raw.gpu_ms.tolist() if raw.has_gpu else []
 
 
 def _pin(target: Target, wanted: bool) -> str:
-    """On CUDA, pin this process to one CPU for the timing, the last it may use, the same in every process: the host thread that
-    launches the GPU's work then never migrates, and every repeat runs from the same core. CPU points use every
-    core they are given."""
+    """On CUDA, pin this process to one CPU for the timing, the last it may use, the same in every process: the host
+    thread that launches the GPU's work then never migrates, and every repeat runs from the same core. CPU points
+    are not pinned (their threads: ``threads_for``)."""
     if not (wanted and target.is_cuda and hasattr(os, "sched_setaffinity")):
         return "not pinned"
     cpu = max(os.sched_getaffinity(0))

@@ -6,8 +6,9 @@ minute). So a point's figure is the median of its processes' medians, and how fa
 agree is measured and kept with it:
 
 - an interval at ``timing.interval`` (default 95 %): Student's t over the logarithms of the process
-  medians (latencies and speed-ups are ratios at heart); with one process, the distribution-free
-  interval of that process's median from its calls, which says nothing of other processes;
+  medians, i.e. of their geometric mean (latencies and speed-ups are ratios at heart); with one
+  process, the distribution-free interval of that process's median latency from its calls, which
+  says nothing of other processes;
 - the spread, max / min of the process medians;
 - unstable, when the robust dispersion of the process medians (1.4826 x MAD / median) exceeds
   ``timing.unstable_spread``: a heavy tail inside one process no longer makes a point unstable.
@@ -77,16 +78,17 @@ def median_interval(values: Sequence[float], level: float) -> Tuple[float, float
     ordered = np.sort(np.asarray(values, dtype=float))
     n = ordered.size
     half = _normal_quantile(level) * math.sqrt(n) / 2
-    low = max(int(math.floor(n / 2.0 - half)), 0)
+    # 1-based ranks floor(n/2 - half) and ceil(n/2 + half) + 1 (the binomial's symmetric tails), here 0-based
+    low = max(int(math.floor(n / 2.0 - half)) - 1, 0)
     high = min(int(math.ceil(n / 2.0 + half)), n - 1)
     return float(ordered[low]), float(ordered[high])
 
 
 def process_interval(medians: Sequence[float], level: float) -> Tuple[float, float]:
-    """Student's t interval of the process medians' centre, on a log scale (n >= 2)."""
+    """Student's t interval of the processes' centre on a log scale, i.e. of their geometric mean (n >= 2)."""
     logs = np.log(np.asarray(medians, dtype=float))
     half = t_quantile(level, logs.size - 1) * float(logs.std(ddof=1)) / math.sqrt(logs.size)
-    centre = float(np.median(logs))
+    centre = float(logs.mean())
     return math.exp(centre - half), math.exp(centre + half)
 
 
@@ -116,9 +118,20 @@ def combine(measurements: List[dict], timing: dict) -> dict:
     metrics, details = first["metrics"], first["details"]
     rows = [_per_process(m, index) for index, m in enumerate(measurements, 1)]
     common = lambda key: all(key in m["metrics"] for m in measurements)  # noqa: E731
+    if not common("gpu_ms_median"):  # a figure some processes could not measure is no figure of the point
+        held = sum("gpu_ms_median" in m["metrics"] for m in measurements)
+        for key in [key for key in metrics if key.startswith(("gpu_", "raw_gpu_"))]:
+            del metrics[key]
+        if held:
+            details["timing.gpu"] = "unavailable: the stream was held in too few calls in {} of {} processes".format(
+                n - held, n)
+        for m in measurements:
+            m["gpu_ms"], m["raw_gpu_ms"] = [], []
     for key in MEDIANS:
         if common(key):
             metrics[key] = float(np.median([m["metrics"][key] for m in measurements]))
+        else:
+            metrics.pop(key, None)
     latencies = np.concatenate([np.asarray(m["latencies_ms"], dtype=float) for m in measurements])
     pooled = _pooled(latencies)
     metrics.update({key: pooled[key] for key in POOLED})
@@ -126,6 +139,7 @@ def combine(measurements: List[dict], timing: dict) -> dict:
     unstable = []
     for key, stem in FIGURES.items():
         if not common(key):
+            metrics.pop(key, None)
             continue
         values = [m["metrics"][key] for m in measurements]
         metrics[key] = float(np.median(values))
@@ -145,7 +159,7 @@ def combine(measurements: List[dict], timing: dict) -> dict:
     metrics["repeats"] = float(n)
     details["timing.interval"] = (
         "{:.0%} Student t interval over {} processes' medians (log scale)".format(level, n) if n > 1 else
-        "{:.0%} interval of one process's median from its calls (other processes not measured: "
+        "{:.0%} interval of one process's median latency from its calls (other processes not measured: "
         "timing.repeats=1)".format(level))
     details["timing.stability"] = unstable[0] if unstable else (
         "judged from {} processes: robust spread within {:.0%}".format(n, timing["unstable_spread"]) if n > 1

@@ -115,8 +115,8 @@ class Timing:
 class StreamHold:
     """GPU compute time of one call: a spin kernel holds ``stream`` until the call is queued.
 
-    The spin lasts a few times the host's queuing time of a call (measured in the warm-up) and
-    doubles whenever a call finds the hold gone, up to ``MAX_SPIN_MS``.
+    The spin lasts three times the host's typical queuing time of a call (the median of the warm-up's)
+    and doubles whenever a call finds the hold gone, up to ``MAX_SPIN_MS``.
     """
 
     def __init__(self, stream, queue_ms: float) -> None:
@@ -177,10 +177,8 @@ def _warm_up(call: Callable[[], float], timing: dict) -> List[float]:
     return seen
 
 
-def _block(call: Callable[[], Optional[float]], calls: int, seconds: float, rewarm: int) -> Tuple[List[float], int, float]:
+def _block(call: Callable[[], Optional[float]], calls: int, seconds: float) -> Tuple[List[float], int, float]:
     """Time ``call`` until ``calls`` attempts and ``seconds``: (the values it gave, attempts, wall seconds)."""
-    for _ in range(rewarm):
-        call()
     values, attempts, start = [], 0, host_seconds()
     while attempts < calls or host_seconds() - start < seconds:
         value = call()
@@ -206,7 +204,8 @@ def measure(series: Sequence[Timed], timing: dict, batch_size: int, scenario: st
             synchronize: Callable[[], None], on_cuda: bool = False, meter=None) -> Dict[str, Timing]:
     """Time every series in ``scenario`` until ``timing["min_iters"]`` calls and ``timing["min_s"]`` seconds each.
 
-    With more than one series they alternate in ``ROUNDS`` blocks (each block re-warms briefly).
+    With more than one series they alternate in ``ROUNDS`` blocks (each block re-warms briefly); on CUDA each
+    block times the end-to-end calls, then the GPU-compute calls, each to the block's share of the minimums.
     ``synchronize`` waits for the device (a no-op on the CPU). ``meter`` (``start()``,
     ``stop() -> (mJ, W)``) watches the first series' end-to-end blocks, warm-up excluded.
     """
@@ -221,11 +220,12 @@ def measure(series: Sequence[Timed], timing: dict, batch_size: int, scenario: st
         if scenario == "throughput":
             warm = _warm_up(lambda: _end_to_end(fn, synchronize), timing)
             per_call_ms = sum(warm) / max(len(warm), 1)
-            state.window = max(1, min(block_calls, int(math.ceil(WINDOW_S * 1e3 / max(per_call_ms, 1e-6)))))
+            state.window = max(1, min(timing["min_iters"], int(math.ceil(WINDOW_S * 1e3 / max(per_call_ms, 1e-6)))))
             continue
         if on_cuda and state.timed.stream is not None and state.timed.gpu_unavailable is None:
-            queued = _warm_up(lambda: _queue_ms(fn, synchronize), timing)
-            state.hold = StreamHold(state.timed.stream, max(queued[1:] or queued or [1.0]))
+            queued = _warm_up(lambda: _queue_ms(fn, synchronize), timing) or [1.0]
+            # the typical queuing time: the first calls can record CUDA graphs or autotune, far longer than the rest
+            state.hold = StreamHold(state.timed.stream, float(np.median(queued)))
         else:
             _warm_up(lambda: _end_to_end(fn, synchronize), timing)
     for _ in range(rounds):
@@ -249,9 +249,11 @@ def _time_block(state: _Series, scenario: str, calls: int, seconds: float, rewar
         call = window_ms
     else:
         windows, call = calls, (lambda: _end_to_end(fn, synchronize))
-    if meter:
+    for _ in range(rewarm):
+        call()
+    if meter:  # started after the re-warm: it watches exactly the timed calls
         meter.start()
-    values, attempts, wall = _block(call, windows, seconds, rewarm)
+    values, attempts, wall = _block(call, windows, seconds)
     if meter:
         energy_mj, _ = meter.stop()
         state.energy_mj += energy_mj
@@ -264,7 +266,9 @@ def _time_block(state: _Series, scenario: str, calls: int, seconds: float, rewar
         state.calls += attempts
         state.wall += wall
     if state.hold is not None:
-        gpu, attempts, _ = _block(lambda: state.hold.call_ms(fn), calls, seconds, rewarm)
+        for _ in range(rewarm):
+            state.hold.call_ms(fn)
+        gpu, attempts, _ = _block(lambda: state.hold.call_ms(fn), calls, seconds)
         state.gpu.extend(gpu)
         state.gpu_attempts += attempts
 
