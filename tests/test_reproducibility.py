@@ -101,7 +101,7 @@ def test_an_eager_baseline_that_disagrees_with_the_sweep_is_measured_again_then_
     store, text = sweep_with_a_slowed_phase(
         tmp_path, ["-m", *SMALL, "backend=pytorch,onnxruntime", "timing.min_s=1", f"cache_dir={cache_dir}"],
         "[2/2] resnet18/fp32/onnxruntime/64: measuring")
-    assert "the sweep's other measurements of the same model" in text and "measuring it again" in text
+    assert "the sweep's earlier measurements of the same model" in text and "measuring it again" in text
     by_backend = {run.data.params["backend"]: run for run in points(store)}
     assert "bench.unstable" not in by_backend["pytorch"].data.tags
     flagged = by_backend["onnxruntime"]
