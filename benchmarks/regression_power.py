@@ -24,7 +24,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from analysis.judge import SLOWER, Rules, latency_verdict  # noqa: E402
+from analysis.judge import SLOWER, Rules, judged_figure, latency_verdict  # noqa: E402
 from bench.record import CHILD, OK, ROLE, STATUS  # noqa: E402
 
 SLOWDOWNS = (0.0, 0.05, 0.10, 0.20)
@@ -51,31 +51,31 @@ def process_rows(stores: list[Path]) -> dict[tuple[str, str], pd.DataFrame]:
     return {key: pd.concat(frames, ignore_index=True) for key, frames in found.items()}
 
 
-def simulated_night(rows: pd.DataFrame, repeats: int, rng: np.random.Generator) -> dict[str, float]:
+def by_run(rows: pd.DataFrame) -> list[pd.DataFrame]:
+    """The recorded processes grouped by their run, once, in the order the runs were read."""
+    return [group.reset_index(drop=True) for _, group in rows.groupby("run", sort=False)]
+
+
+def simulated_night(runs: list[pd.DataFrame], repeats: int, rng: np.random.Generator) -> dict[str, float]:
     """One night: a recorded run drawn at random, then ``repeats`` of its processes drawn with replacement, so the
     night keeps what the processes of one run share (the machine's state that minute)."""
-    runs = rows["run"].unique()
-    mine = rows[rows["run"] == runs[rng.integers(0, len(runs))]]
+    mine = runs[rng.integers(0, len(runs))]
     drawn = mine.iloc[rng.integers(0, len(mine), repeats)]
     return {figure: float(drawn[figure].median()) for figure in FIGURES if figure in drawn}
 
 
-def judged(night: dict[str, float]) -> str:
-    """The figure analysis.judge judges a series on: GPU compute time where measured, else end-to-end."""
-    return "gpu_ms_median" if "gpu_ms_median" in night else "latency_ms_median"
-
-
 def power(rows: pd.DataFrame, rules: Rules, repeats: int, trials: int, seed: int) -> dict[float, float]:
-    """Slowdown -> fraction of trials the check called SLOWER."""
+    """Slowdown -> fraction of trials the check called SLOWER, on the figure analysis.judge picks."""
     rng = np.random.default_rng(seed)
+    runs = by_run(rows)
     rates = {}
     for slowdown in SLOWDOWNS:
         hits = 0
         for _ in range(trials):
-            baseline = [simulated_night(rows, repeats, rng) for _ in range(rules.window)]
-            figure = judged(baseline[0])
-            new = simulated_night(rows, repeats, rng)[figure] * (1 + slowdown)
-            kind, *_ = latency_verdict([night[figure] for night in baseline], new, rules)
+            baseline = pd.DataFrame([simulated_night(runs, repeats, rng) for _ in range(rules.window)])
+            new = pd.Series(simulated_night(runs, repeats, rng))
+            figure = judged_figure(new, baseline, rules)
+            kind, *_ = latency_verdict(baseline[figure].tolist(), new[figure] * (1 + slowdown), rules)
             hits += kind == SLOWER
         rates[slowdown] = hits / trials
     return rates
@@ -100,7 +100,7 @@ def main() -> int:
     print("|---|---|---|---|---|" + "---|" * (len(SLOWDOWNS) - 1))
     for (device, name), rows in sorted(points.items()):
         rates = power(rows, rules, options.repeats, options.trials, options.seed)
-        figure = judged(simulated_night(rows, 1, np.random.default_rng(options.seed)))
+        figure = "gpu_ms_median" if "gpu_ms_median" in rows else "latency_ms_median"  # as judged_figure picks
         print(f"| {device} | {name} | {len(rows)} | {figure} | {rates[0.0]:.1%} | "
               + " | ".join(f"{rates[s]:.1%}" for s in SLOWDOWNS[1:]) + " |")
     return 0

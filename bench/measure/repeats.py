@@ -20,6 +20,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from bench.measure.timing import call_stats
+
 MAD_SCALE = 1.4826  # MAD x this estimates the standard deviation of normally distributed values
 # Figures summarised across processes: metric -> the stem of its interval and spread metrics.
 FIGURES = {"latency_ms_median": "latency_ms", "gpu_ms_median": "gpu_ms", "speedup": "speedup",
@@ -28,9 +30,6 @@ FIGURES = {"latency_ms_median": "latency_ms", "gpu_ms_median": "gpu_ms", "speedu
 MEDIANS = ("raw_latency_ms_median", "raw_latency_ms_mean", "raw_gpu_ms_median", "raw_throughput_ips",
            "gpu_ms_p90", "gpu_ms_p99", "gpu_cv", "energy_mj", "power_w_mean", "energy_mj_per_image")
 CALL_SERIES = ("latencies_ms", "raw_latencies_ms", "gpu_ms", "raw_gpu_ms")  # per-call figures, kept per process
-# Pooled over every timed call of every process.
-POOLED = ("latency_ms_mean", "latency_ms_std", "latency_ms_min", "latency_ms_max", "latency_ms_p90", "latency_ms_p95",
-          "latency_ms_p99", "latency_cv")
 
 
 def _t_two_sided(t: float, df: int) -> float:
@@ -132,11 +131,10 @@ def combine(measurements: List[dict], timing: dict) -> dict:
             metrics[key] = float(np.median([m["metrics"][key] for m in measurements]))
         else:
             metrics.pop(key, None)
-    latencies = np.concatenate([np.asarray(m["latencies_ms"], dtype=float) for m in measurements])
-    pooled = _pooled(latencies)
-    metrics.update({key: pooled[key] for key in POOLED})
+    metrics.update(call_stats(np.concatenate([np.asarray(m["latencies_ms"], dtype=float) for m in measurements])))
     metrics["iterations"] = float(sum(m["metrics"]["iterations"] for m in measurements))
     unstable = []
+    headline = "throughput_ips" if first["plan"]["scenario"] == "throughput" else "latency_ms_median"
     for key, stem in FIGURES.items():
         if not common(key):
             metrics.pop(key, None)
@@ -147,7 +145,6 @@ def combine(measurements: List[dict], timing: dict) -> dict:
             low, high = process_interval(values, level)
             metrics[stem + "_spread"] = max(values) / min(values)
             spread = dispersion(values)
-            headline = "throughput_ips" if first["plan"]["scenario"] == "throughput" else "latency_ms_median"
             if key == headline and spread > timing["unstable_spread"] > 0:
                 what = "end-to-end latencies" if key == "latency_ms_median" else "throughputs"
                 unstable.append("{} processes' {} disagree: robust spread {:.1%} of the median (1.4826 x MAD) above "
@@ -172,15 +169,6 @@ def combine(measurements: List[dict], timing: dict) -> dict:
         first[key] = [value for m in measurements for value in m[key]]
     first["repeats"] = rows
     return first
-
-
-def _pooled(latencies: np.ndarray) -> Dict[str, float]:
-    mean = float(latencies.mean())
-    std = float(latencies.std(ddof=1)) if latencies.size > 1 else 0.0
-    p90, p95, p99 = np.percentile(latencies, [90, 95, 99])
-    return {"latency_ms_mean": mean, "latency_ms_std": std, "latency_ms_min": float(latencies.min()),
-            "latency_ms_max": float(latencies.max()), "latency_ms_p90": float(p90), "latency_ms_p95": float(p95),
-            "latency_ms_p99": float(p99), "latency_cv": std / mean if mean > 0 else 0.0}
 
 
 def _single_interval(measurement: dict, key: str, level: float) -> Tuple[Optional[float], Optional[float]]:

@@ -78,27 +78,13 @@ class Timing:
 
     def stats(self) -> Dict[str, float]:
         lat = self.latencies_ms
-        mean = float(lat.mean())
-        p90, p95, p99 = np.percentile(lat, [90, 95, 99])
-        std = float(lat.std(ddof=1)) if lat.size > 1 else 0.0
-        stats = {
-            "latency_ms_mean": mean,
-            "latency_ms_median": float(np.median(lat)),
-            "latency_ms_std": std,
-            "latency_ms_min": float(lat.min()),
-            "latency_ms_max": float(lat.max()),
-            "latency_ms_p90": float(p90),
-            "latency_ms_p95": float(p95),
-            "latency_ms_p99": float(p99),
-            "latency_cv": std / mean if mean > 0 else 0.0,
-            "iterations": float(self.calls),
-        }
+        stats = dict(call_stats(lat), latency_ms_median=float(np.median(lat)), iterations=float(self.calls))
         if self.scenario == "throughput":
             # images over the wall time of every window, never a mean of per-window rates
             stats["throughput_ips"] = self.batch_size * self.calls / self.wall_s
             stats["windows"] = float(lat.size)
         else:
-            stats["throughput_ips"] = self.batch_size * 1000.0 / mean
+            stats["throughput_ips"] = self.batch_size * 1000.0 / stats["latency_ms_mean"]
         if self.has_gpu:
             gpu = self.gpu_ms
             stats.update(gpu_ms_median=float(np.median(gpu)), gpu_ms_p90=float(np.percentile(gpu, 90)),
@@ -110,6 +96,16 @@ class Timing:
             stats.update(energy_mj=energy_mj, power_w_mean=power_w,
                          energy_mj_per_image=energy_mj / (self.calls * self.batch_size))
         return stats
+
+
+def call_stats(latencies: np.ndarray) -> Dict[str, float]:
+    """Mean, std, min, max, p90/p95/p99 and CV of per-call latencies (one process's, or every process's pooled)."""
+    mean = float(latencies.mean())
+    std = float(latencies.std(ddof=1)) if latencies.size > 1 else 0.0
+    p90, p95, p99 = np.percentile(latencies, [90, 95, 99])
+    return {"latency_ms_mean": mean, "latency_ms_std": std, "latency_ms_min": float(latencies.min()),
+            "latency_ms_max": float(latencies.max()), "latency_ms_p90": float(p90), "latency_ms_p95": float(p95),
+            "latency_ms_p99": float(p99), "latency_cv": std / mean if mean > 0 else 0.0}
 
 
 class StreamHold:
