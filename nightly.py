@@ -4,7 +4,7 @@
     python nightly.py tracking=server                   # Hydra overrides go to run.py as given
     python nightly.py --wait 3600 --threshold 10 model=resnet18,resnet50
 
-1. Takes the device lock (``bench.lock``), so two nightlies never time one device at once.
+1. Takes the device lock (``bench.controller.lock``), so two nightlies never time one device at once.
 2. Runs ``python run.py -m experiment=nightly tracking.kind=nightly label=nightly-<date>``: run again the
    same night, it resumes the sweep (the same grid and label finish what an interruption left).
    The sweep's report is attached to its parent run by run.py, as for every sweep.
@@ -39,12 +39,12 @@ from analysis.build import build_report
 from analysis.plots import write_regression_plots
 from analysis.regress import add_rule_arguments, check_regressions, rules_from
 from analysis.select import Selection, connect
-from bench import record
-from bench.config import register_configs
-from bench.executors import Device
-from bench.lock import DEFAULT_LOCK_DIR, LockBusy, device_lock
-from bench.measure.errors import ConfigError, OneLineParser
-from bench.tracking import tracking_uri
+from bench.store import record
+from bench.controller.config import register_configs
+from bench.controller.executors import Device
+from bench.controller.lock import DEFAULT_LOCK_DIR, LockBusy, device_lock
+from bench.contract.errors import ConfigError, OneLineParser
+from bench.store.tracking import tracking_uri
 
 log = logging.getLogger("nightly")
 

@@ -24,10 +24,10 @@ def task(cfg: DictConfig) -> int:
     """
     from pathlib import Path
 
-    from bench.controller import EXIT_BAD_INPUT, run_command_line, run_sweep
-    from bench.measure.errors import ConfigError
-    from bench.measure.protocol import digest
-    from bench.plan import make_grid
+    from bench.controller.sweep import EXIT_BAD_INPUT, run_command_line, run_sweep
+    from bench.contract.errors import ConfigError
+    from bench.contract.protocol import digest
+    from bench.controller.plan import make_grid
 
     hydra_cfg = HydraConfig.get()
     overrides = [list(hydra_cfg.overrides.task)]
@@ -45,8 +45,8 @@ def task(cfg: DictConfig) -> int:
 
 
 def main() -> int:
-    from bench.config import register_configs, hydra_argv
-    from bench.hydra_errors import one_line
+    from bench.controller.config import register_configs, hydra_argv
+    from bench.controller.hydra_errors import one_line
 
     register_configs()
     sys.argv = hydra_argv(sys.argv)

@@ -18,9 +18,9 @@ from analysis.render import EXTENSIONS, data_uri, render, table_csv, table_markd
 from analysis.select import Selection, aggregate, connect, load_runs, resolve_uri
 from analysis.choose import default_budget, recommend, recommendation_table
 from analysis.tables import PRECISION_LABELS, Table, batch_tables, cross_device_tables, device_tables, is_raw
-from bench.measure.errors import ConfigError
-from bench.record import DESCRIPTION, OK
-from bench.tracking import redact
+from bench.contract.errors import ConfigError
+from bench.store.record import DESCRIPTION, OK
+from bench.store.tracking import redact
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import pandas as pd
 
 from analysis.select import input_label
 from analysis.tables import PRECISION_LABELS, RAW, Table, is_raw, sig
-from bench.measure.errors import ConfigError
-from bench.record import OK, rounded
+from bench.contract.errors import ConfigError
+from bench.store.record import OK, rounded
 
 
 @dataclass(frozen=True)

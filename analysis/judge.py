@@ -21,9 +21,9 @@ import pandas as pd
 from analysis.render import table_markdown, table_text
 from analysis.select import SERIES_KEYS, UNFINISHED, input_label
 from analysis.tables import Table, fmt_err, sig
-from bench.measure.errors import ConfigError
-from bench.record import FAILED, OK, SKIPPED
-from bench.tracking import redact
+from bench.contract.errors import ConfigError
+from bench.store.record import FAILED, OK, SKIPPED
+from bench.store.tracking import redact
 
 log = logging.getLogger(__name__)
 

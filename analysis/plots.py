@@ -19,8 +19,8 @@ from analysis.judge import FASTER, SLOWER, ACCURACY, Finding, RegressionCheck, R
 from analysis.select import input_label, load_latencies
 from analysis.tables import (RAW, Table, batch_table, blog_table, describe_input, find_point, is_raw, model_order,
                              point_rows, sig, slug, speedup_table)
-from bench.measure.errors import ConfigError
-from bench.record import OK
+from bench.contract.errors import ConfigError
+from bench.store.record import OK
 
 log = logging.getLogger(__name__)
 

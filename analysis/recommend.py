@@ -19,7 +19,7 @@ from analysis.choose import Budget, recommend, recommendation_table
 from analysis.cli import add_store_and_filters, add_verbose, filters, setup_logging
 from analysis.render import table_markdown, table_text
 from analysis.select import REPEATS, Selection, aggregate, load_runs
-from bench.measure.errors import ConfigError, OneLineParser
+from bench.contract.errors import ConfigError, OneLineParser
 
 FORMATS = ("text", "markdown")
 

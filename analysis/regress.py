@@ -23,8 +23,8 @@ from analysis.cli import add_store_and_filters, add_verbose, filters, setup_logg
 from analysis.judge import FORMATS, TESTS, Nightly, RegressionCheck, Rules, judge_device, nightly_points
 from analysis.plots import write_regression_plots
 from analysis.select import Selection, connect, experiment_id, load_latencies, load_runs, sweep_parent
-from bench.measure.errors import ConfigError, OneLineParser
-from bench.record import CHILD
+from bench.contract.errors import ConfigError, OneLineParser
+from bench.store.record import CHILD
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from analysis.tables import Table
-from bench.measure.errors import ConfigError
+from bench.contract.errors import ConfigError
 
 FORMATS = ("text", "markdown", "csv", "html")  # "none" (CLI only) writes nothing to stdout
 EXTENSIONS = {"text": "txt", "markdown": "md", "csv": "csv", "html": "html"}

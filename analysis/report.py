@@ -15,7 +15,7 @@ from analysis.build import build_report
 from analysis.cli import add_store_and_filters, add_verbose, filters, setup_logging, split_list
 from analysis.render import FORMATS
 from analysis.select import REPEATS, Selection
-from bench.measure.errors import ConfigError, OneLineParser
+from bench.contract.errors import ConfigError, OneLineParser
 
 
 def parser() -> argparse.ArgumentParser:

@@ -17,10 +17,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from bench.measure.errors import ConfigError
-from bench.measure.protocol import PRECISIONS
-from bench.record import CHILD, OK, PARENT
-from bench.tracking import check_reachable, check_uri, redact, sqlite_path, store_error, tracking_uri
+from bench.contract.errors import ConfigError
+from bench.contract.protocol import PRECISIONS
+from bench.store.record import CHILD, OK, PARENT
+from bench.store.tracking import check_reachable, check_uri, redact, sqlite_path, store_error, tracking_uri
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from analysis.select import input_label
-from bench.measure.protocol import BLOG_SIZES
-from bench.record import OK
+from bench.contract.protocol import BLOG_SIZES
+from bench.store.record import OK
 
 RAW = "Raw"
 PRECISION_LABELS = {"fp32": "FP32", "fp16": "FP16", "bf16": "BF16", "int8": "INT8"}

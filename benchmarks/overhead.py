@@ -2,7 +2,7 @@
 
 The bare loops are the textbook measurements of the suite's two figures: end-to-end, the host's
 clock around ``model(x)`` and a synchronise; on CUDA also GPU compute, a spin kernel queued first
-and a pair of events around ``model(x)``. The suite's path is ``bench.measure.timing.measure`` over
+and a pair of events around ``model(x)``. The suite's path is ``bench.device.timing.measure`` over
 the pytorch backend's ``Converted.run``. Rounds alternate bare/suite so drift (clocks, temperature,
 other load) hits both alike; the ratio of the pooled medians is printed per figure, and the exit
 status is 1 when one is off by more than --tolerance.
@@ -18,11 +18,11 @@ import time
 import numpy as np
 import torch
 
-from bench.measure.backends.base import ConversionRequest, Target
-from bench.measure.backends.pytorch import PytorchBackend
-from bench.measure.models import build_model
-from bench.measure.resolve import resolve_target
-from bench.measure.timing import Timed, measure
+from bench.device.backends.base import ConversionRequest, Target
+from bench.device.backends.pytorch import PytorchBackend
+from bench.device.models import build_model
+from bench.device.resolve import resolve_target
+from bench.device.timing import Timed, measure
 
 SPIN_CYCLES = 20_000_000  # about 10 ms of spinning on a 2 GHz GPU: far longer than queuing one call
 
@@ -93,7 +93,7 @@ def main() -> int:
     print("| figure | loop | median ms | p90 ms | samples |\n|---|---|---|---|---|")
     worst = 0.0
     for figure, (bare, suite) in figures.items():
-        for label, values in (("bare", bare), ("suite (bench.measure.timing.measure)", suite)):
+        for label, values in (("bare", bare), ("suite (bench.device.timing.measure)", suite)):
             print(f"| {figure} | {label} | {np.median(values):.4f} | {np.percentile(values, 90):.4f} | {len(values)} |")
     for figure, (bare, suite) in figures.items():
         ratio = float(np.median(suite) / np.median(bare))

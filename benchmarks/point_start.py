@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.executors import Device  # noqa: E402
-from bench.measure.protocol import PROTOCOL  # noqa: E402
+from bench.controller.executors import Device  # noqa: E402
+from bench.contract.protocol import PROTOCOL  # noqa: E402
 
 
 def idle_plan() -> dict:

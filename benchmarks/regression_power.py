@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from analysis.judge import SLOWER, Rules, judged_figure, latency_verdict  # noqa: E402
-from bench.record import CHILD, OK, ROLE, STATUS  # noqa: E402
+from bench.store.record import CHILD, OK, ROLE, STATUS  # noqa: E402
 
 SLOWDOWNS = (0.0, 0.05, 0.10, 0.20)
 FIGURES = ("latency_ms_median", "gpu_ms_median")

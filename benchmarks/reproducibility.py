@@ -21,8 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.measure.repeats import FIGURES  # noqa: E402
-from bench.record import CHILD, LABEL, OK, ROLE, STATUS, SWEEP_ID  # noqa: E402
+from bench.device.repeats import FIGURES  # noqa: E402
+from bench.store.record import CHILD, LABEL, OK, ROLE, STATUS, SWEEP_ID  # noqa: E402
 
 
 def run_sweeps(runs: int, store: Path, args: list[str]) -> list[tuple[str, float]]:

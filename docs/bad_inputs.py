@@ -79,7 +79,7 @@ CASES = [
     ("regress: window of 0", ["-m", "analysis.regress", "--tracking-uri", "{store}", "--window", "0"]),
     ("recommend: agreement above 1", ["-m", "analysis.recommend", "--tracking-uri", "{store}",
                                       "--min-agreement", "2"]),
-    ("sync: spool folder that does not exist", ["-m", "bench.sync", "--spool", "{dir}/nope"]),
+    ("sync: spool folder that does not exist", ["-m", "bench.store.sync", "--spool", "{dir}/nope"]),
     ("nightly: a date that does not exist", ["nightly.py", "--date", "2026-13-40"]),
     ("nightly: unknown grid", ["nightly.py", "--grid", "nosuch"]),
 ]

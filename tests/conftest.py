@@ -98,8 +98,8 @@ def compose_plan(*overrides: str) -> dict:
     """The plan run.py makes for these overrides (Hydra's compose API over conf/, the controller's plan)."""
     from hydra import compose, initialize_config_dir
 
-    from bench.config import register_configs
-    from bench.plan import make_grid
+    from bench.controller.config import register_configs
+    from bench.controller.plan import make_grid
 
     register_configs()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
@@ -109,8 +109,8 @@ def compose_plan(*overrides: str) -> dict:
 
 def measure_here(*overrides: str) -> dict:
     """One point resolved and measured in this process, as a worker's child does it (no store involved)."""
-    from bench.measure import point, resolve
-    from bench.measure.worker import collect_facts
+    from bench.device import point, resolve
+    from bench.device.worker import collect_facts
 
     labels = {device["device"]: device["label"] for device in collect_facts()["devices"]}
     return point.measure(resolve.resolve(compose_plan(*overrides), labels))

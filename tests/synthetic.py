@@ -1,16 +1,16 @@
 """Measurements of devices that are not here (the blog's Jetsons, an H100), for the analysis tests.
 
 A stand-in for hardware only: each is a measurement in the measuring core's own format
-(``bench.measure.protocol.new_measurement``), recorded through the real ``bench.record`` and
-``bench.tracking`` code into a real MLflow store, exactly as a sweep on such a device records it.
+(``bench.contract.protocol.new_measurement``), recorded through the real ``bench.store.record`` and
+``bench.store.tracking`` code into a real MLflow store, exactly as a sweep on such a device records it.
 """
 from __future__ import annotations
 
 import uuid
 
-from bench import record
-from bench.measure.protocol import FAILED, OK, PROTOCOL, new_measurement
-from bench.tracking import Store
+from bench.store import record
+from bench.contract.protocol import FAILED, OK, PROTOCOL, new_measurement
+from bench.store.tracking import Store
 
 SEGMENTATION = ("fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101")
 

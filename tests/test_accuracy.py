@@ -142,7 +142,7 @@ def test_a_folder_that_cannot_be_labelled_is_one_line_before_any_work(layout, me
 
 def test_wnid_folders_take_their_class_order_from_the_synset_file(tmp_path):
     """ImageNet's LOC_synset_mapping.txt lists the wnids in class-index order; a stand-in file with that layout."""
-    from bench.measure import images
+    from bench.device import images
 
     folder = tmp_path / "wnids"
     for wnid in ("n02123045", "n07920052"):

@@ -15,9 +15,9 @@ from analysis import (Selection, aggregate, blog_table, build_report, cross_devi
 from analysis.render import render, table_markdown, table_text
 from analysis.report import main
 from analysis.tables import sig
-from bench.measure.errors import ConfigError
-from bench.record import FAILED, OK, SKIPPED
-from bench.tracking import Store, redact
+from bench.contract.errors import ConfigError
+from bench.store.record import FAILED, OK, SKIPPED
+from bench.store.tracking import Store, redact
 from synthetic import measurement, record_sweep, tracking
 
 CLS = ["resnet18", "resnet34", "resnet50"]

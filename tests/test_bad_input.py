@@ -108,8 +108,8 @@ def test_an_option_set_beside_a_swept_backend_reaches_each_point_and_is_checked_
 @pytest.mark.parametrize("module, args, message", [
     ("analysis.report", ["--format", "pdf"], "argument --format: invalid choice: 'pdf'"),
     ("analysis.regress", ["--threshold", "abc"], "'abc' is not a percentage like 5 or 5%"),
-    ("bench.sync", ["--nope"], "unrecognized arguments: --nope"),
-    ("bench.measure", [], "the following arguments are required"),
+    ("bench.store.sync", ["--nope"], "unrecognized arguments: --nope"),
+    ("bench.device", [], "the following arguments are required"),
 ])
 def test_a_mistake_in_a_command_line_option_is_one_line_without_the_usage(module, args, message, tmp_path):
     proc = subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path, capture_output=True, text=True,

@@ -8,16 +8,16 @@ import sys
 
 import pytest
 
-from bench.measure.errors import ConfigError
-from bench.measure.protocol import PlanError, check_plan, check_values, read_plans
+from bench.contract.errors import ConfigError
+from bench.contract.protocol import PlanError, check_plan, check_values, read_plans
 from conftest import ROOT
 from synthetic import plan as synthetic_plan
 
 FORBIDDEN = ("hydra", "omegaconf", "mlflow", "pandas", "matplotlib")
 # Imports every module of the core, then names any forbidden package that came with them.
 IMPORT_ALL = """
-import importlib, pkgutil, sys, bench.measure, bench.measure.backends
-for package in (bench.measure, bench.measure.backends):
+import importlib, pkgutil, sys, bench.device, bench.device.backends
+for package in (bench.device, bench.device.backends):
     for module in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
         importlib.import_module(module.name)
 print(sorted(name for name in sys.modules if name.split(".")[0] in {forbidden!r}))
@@ -40,7 +40,7 @@ def test_the_core_imports_on_each_stack_without_hydra_mlflow_or_omegaconf(which,
 
 
 def test_the_nano_stack_answers_what_it_is_and_has(py36):
-    done = subprocess.run([py36, "-m", "bench.measure", "facts"], capture_output=True, text=True, env=core_env(),
+    done = subprocess.run([py36, "-m", "bench.device", "facts"], capture_output=True, text=True, env=core_env(),
                           cwd="/", timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     facts = json.loads(done.stdout)
@@ -88,7 +88,7 @@ def test_a_plans_file_that_is_not_json_is_named_by_line():
 def test_each_backend_yaml_lists_exactly_the_options_its_module_declares():
     import yaml
 
-    from bench.measure.backends import BACKENDS
+    from bench.device.backends import BACKENDS
 
     for name, backend in BACKENDS.items():
         listed = yaml.safe_load((ROOT / "conf" / "backend" / f"{name}.yaml").read_text())

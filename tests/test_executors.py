@@ -113,13 +113,13 @@ def test_offline_plans_measured_by_python_36_then_synced_each_once(py36, tmp_pat
     assert not (tmp_path / "mlflow.db").exists()  # nothing measured, nothing recorded yet
     lines = plans.read_text().splitlines()
     assert len(lines) == 2 and json.loads(lines[0])["sweep"]["uri"] == store
-    assert f"python3 -m bench.measure {plans.name} --out results/" in made.stderr
+    assert f"python3 -m bench.device {plans.name} --out results/" in made.stderr
 
     # On the device: only the core, run by its own Python.
     device = tmp_path / "device"
     device.mkdir()
     env = {key: value for key, value in os.environ.items() if not key.startswith("PYTHON")}
-    measure = [py36, "-m", "bench.measure", str(plans), "--out", str(device / "results")]
+    measure = [py36, "-m", "bench.device", str(plans), "--out", str(device / "results")]
     done = subprocess.run(measure, capture_output=True, text=True, cwd=device, timeout=600,
                           env={**env, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr[-3000:]
@@ -128,7 +128,7 @@ def test_offline_plans_measured_by_python_36_then_synced_each_once(py36, tmp_pat
                            env={**env, "PYTHONPATH": str(ROOT)})
     assert "0 measured (0 ok, 0 skipped, 0 failed), 2 already in" in again.stdout  # a re-run resumes
 
-    synced = subprocess.run([sys.executable, "-m", "bench.sync", "--spool", str(device / "results")], cwd=ROOT,
+    synced = subprocess.run([sys.executable, "-m", "bench.store.sync", "--spool", str(device / "results")], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     assert synced.returncode == 0, synced.stderr[-3000:]
     assert "2 uploaded, 0 already in the store, 0 left" in synced.stdout
@@ -138,7 +138,7 @@ def test_offline_plans_measured_by_python_36_then_synced_each_once(py36, tmp_pat
     assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
     assert all(c.data.tags["sw.python"] == "3.6.15" for c in children)
     assert parent.info.status == "FINISHED" and parent.data.metrics["points_ok"] == 2
-    twice = subprocess.run([sys.executable, "-m", "bench.sync", "--spool", str(device / "results")], cwd=ROOT,
+    twice = subprocess.run([sys.executable, "-m", "bench.store.sync", "--spool", str(device / "results")], cwd=ROOT,
                            capture_output=True, text=True, timeout=300)
     assert twice.returncode == 2 and twice.stderr.startswith("error: --spool ") and "uploaded already" in twice.stderr
     assert len(points(store)) == 2
@@ -156,7 +156,7 @@ def test_a_plans_file_that_is_not_json_or_has_an_unknown_field_is_one_line(tmp_p
     for case, text in cases.items():
         path = tmp_path / f"{case.replace(' ', '_')}.jsonl"
         path.write_text(text)
-        done = subprocess.run([sys.executable, "-m", "bench.measure", str(path), "--out", str(tmp_path / "r")],
+        done = subprocess.run([sys.executable, "-m", "bench.device", str(path), "--out", str(tmp_path / "r")],
                               capture_output=True, text=True, env=env, timeout=120)
         assert done.returncode == 2, done.stderr[-2000:]
         assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ") and messages[case] in done.stderr

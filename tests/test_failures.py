@@ -27,8 +27,8 @@ def children(pid: int) -> list[tuple[int, str]]:
 
 
 def point_processes(pid: int) -> list[int]:
-    """Processes measuring a point for run.py ``pid``: children of its worker (``python -m bench.measure serve``)."""
-    workers = [child for child, cmdline in children(pid) if "bench.measure" in cmdline]
+    """Processes measuring a point for run.py ``pid``: children of its worker (``python -m bench.device serve``)."""
+    workers = [child for child, cmdline in children(pid) if "bench.device" in cmdline]
     return [point for worker in workers for point, _ in children(worker)]
 
 

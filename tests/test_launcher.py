@@ -35,7 +35,7 @@ def test_slurm_launcher_asks_for_one_gpu_per_job(tmp_path):
     submitit's own sbatch writer, which is what a cluster would be sent."""
     from submitit.slurm import slurm
 
-    from bench.config import register_configs
+    from bench.controller.config import register_configs
 
     register_configs()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):

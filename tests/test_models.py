@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.measure.errors import ConfigError
-from bench.measure.models import CLASSIFICATION, SEGMENTATION, build_model, check_state_dict, model_spec
+from bench.contract.errors import ConfigError
+from bench.device.models import CLASSIFICATION, SEGMENTATION, build_model, check_state_dict, model_spec
 
 MODEL = {"name": "resnet18", "weights": "random", "bn_recalibration_batches": 8}
 
@@ -54,11 +54,11 @@ def test_a_state_dict_for_another_architecture_is_one_line():
 
 
 def test_suite_commit_outside_a_checkout_is_unknown_or_named(tmp_path):
-    from bench import record
+    from bench.store import record
 
     copy = tmp_path / "bench"
     shutil.copytree(Path(record.__file__).parent, copy)
-    script = "import json, bench.record as r; print(json.dumps(r.suite_commit()))"
+    script = "import json, bench.store.record as r; print(json.dumps(r.suite_commit()))"
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "GIT_CEILING_DIRECTORIES": str(tmp_path.parent)}
     env.pop("BENCH_COMMIT", None)
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=tmp_path)

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from bench.lock import LockBusy, device_lock
+from bench.controller.lock import LockBusy, device_lock
 from conftest import ROOT, SMALL, parents, points
 from nightly import main, parser, plan
 from synthetic import measurement, record_sweep
@@ -121,7 +121,7 @@ def test_the_device_lock_excludes_a_second_holder_and_dies_with_its_process(tmp_
     with device_lock("cuda:0", tmp_path):  # released
         pass
     # A holder killed with SIGKILL leaves no stale lock behind.
-    script = ("import sys, time; from pathlib import Path; from bench.lock import device_lock\n"
+    script = ("import sys, time; from pathlib import Path; from bench.controller.lock import device_lock\n"
               "with device_lock('cpu', Path(sys.argv[1])):\n print('held', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
                               text=True)

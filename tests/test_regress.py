@@ -1,5 +1,5 @@
 """Regression detection on a synthetic nightly history, logged through the suite's own Tracker into a real
-MLflow store exactly as run.py and bench.sync log points: ten nightlies with ±3 % noise, then a step."""
+MLflow store exactly as run.py and bench.store.sync log points: ten nightlies with ±3 % noise, then a step."""
 from __future__ import annotations
 
 import math
@@ -15,9 +15,9 @@ from analysis.judge import (ACCURACY, FASTER, MISSING, NEW_FAILURE, NOISE, SLOWE
                             latency_verdict, nightly_points)
 from analysis.regress import check_regressions, main
 from analysis.select import load_runs
-from bench.measure.errors import ConfigError
-from bench.record import FAILED
-from bench.tracking import Store
+from bench.contract.errors import ConfigError
+from bench.store.record import FAILED
+from bench.store.tracking import Store
 from synthetic import measurement, record_sweep, tracking
 
 XAVIER = {"device.kind": "cuda", "device.name": "Xavier", "device.label": "Jetson Xavier NX", "device.cc": "7.2",

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from bench.record import histogram_figure
+from bench.store.record import histogram_figure
 from conftest import ROOT, SMALL, points
 from test_resume import wait_for
 

@@ -1,4 +1,4 @@
-"""Energy meters and device state (bench/measure/sensors.py), tested against STAND-INS for hardware that cannot
+"""Energy meters and device state (bench/device/sensors.py), tested against STAND-INS for hardware that cannot
 exist on this machine.
 
 tests/data/sysfs/ holds hand-made trees, NOT recordings of real devices, that imitate what these expose: a Jetson
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.measure import sensors
-from bench.measure.sensors import device_state, energy_meter, load_conditions
+from bench.device import sensors
+from bench.device.sensors import device_state, energy_meter, load_conditions
 from conftest import ROOT
 
 SYSFS = Path(__file__).resolve().parent / "data" / "sysfs"
@@ -302,7 +302,7 @@ def test_nvml_through_a_stand_in_decodes_clock_reasons_and_counts_other_processe
 # Run by the Jetsons' Pythons: import must be free (no NVML, no torch), the meter's thread must work on 3.6.
 ON_DEVICE = """
 import json, sys, time
-import bench.measure.sensors as sensors
+import bench.device.sensors as sensors
 assert "pynvml" not in sys.modules and "torch" not in sys.modules
 cpu = sensors.energy_meter("cpu")
 meter, source = sensors.energy_meter("cuda:0", root=sys.argv[1])

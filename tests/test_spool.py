@@ -1,5 +1,5 @@
 """Nothing lost: points the tracking server cannot take go to the spool, the sweep goes on, and
-``python -m bench.sync`` uploads each of them later exactly once, under its sweep's parent run."""
+``python -m bench.store.sync`` uploads each of them later exactly once, under its sweep's parent run."""
 from __future__ import annotations
 
 import json
@@ -17,8 +17,8 @@ from test_server import MlflowServer
 
 
 def sync(*args: str) -> subprocess.CompletedProcess:
-    """``python -m bench.sync`` as a user runs it."""
-    return subprocess.run([sys.executable, "-m", "bench.sync", *args], cwd=ROOT, capture_output=True, text=True,
+    """``python -m bench.store.sync`` as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "bench.store.sync", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
 
 
@@ -144,7 +144,7 @@ def _wait_for_first_point(uri: str, sweep: subprocess.Popen, timeout_s: float = 
 
 
 def test_run_py_and_sync_use_the_same_spool_by_default():
-    from bench.spool import DEFAULT_SPOOL_DIR
+    from bench.store.spool import DEFAULT_SPOOL_DIR
 
     import yaml
 

@@ -5,7 +5,7 @@ import re
 import yaml
 from mlflow.tracking import MlflowClient
 
-from bench.record import rounded
+from bench.store.record import rounded
 from conftest import SMALL, parents, points, run_cli, runs
 
 LATENCY_METRICS = {"latency_ms_mean", "latency_ms_median", "latency_ms_std", "latency_ms_min", "latency_ms_max",

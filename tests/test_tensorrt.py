@@ -12,14 +12,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from bench.measure import onnx_export
-from bench.measure.backends import trt_rules
-from bench.measure.backends.tensorrt import EnginePlan, TensorrtBackend, engine_plan, parser_max_opset, \
+from bench.device import onnx_export
+from bench.device.backends import trt_rules
+from bench.device.backends.tensorrt import EnginePlan, TensorrtBackend, engine_plan, parser_max_opset, \
     precision_reason
-from bench.measure.backends.torch2trt import (OPTIONS, Torch2trtBackend, calibration_dataset, torch2trt_kwargs,
+from bench.device.backends.torch2trt import (OPTIONS, Torch2trtBackend, calibration_dataset, torch2trt_kwargs,
                                       unavailable_with)
-from bench.measure.backends.torch_tensorrt import CompilePlan, TorchTensorrtBackend, compile_plan, describe
-from bench.measure.errors import ConfigError
+from bench.device.backends.torch_tensorrt import CompilePlan, TorchTensorrtBackend, compile_plan, describe
+from bench.contract.errors import ConfigError
 
 NANO, XAVIER, ORIN, V100, A100 = (5, 3), (7, 2), (8, 7), (7, 0), (8, 0)
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from bench.measure import repeats
-from bench.measure.timing import HOST_CLOCK, ROUNDS, WINDOW_WALL_CLOCK, Timed, Timing, measure
+from bench.device import repeats
+from bench.device.timing import HOST_CLOCK, ROUNDS, WINDOW_WALL_CLOCK, Timed, Timing, measure
 
 
 def settings(**changes) -> dict:

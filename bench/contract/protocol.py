@@ -1,0 +1,274 @@
+"""The JSON that crosses between the controller and the measuring side, whatever carries it.
+
+Every executor (a local worker, another interpreter, SSH, a plans file) moves the same three
+things: a *plan* (one grid point, as the controller resolved it from the config), the *facts*
+(what the device is and has) and a *measurement* (what came of one plan). A worker reads one
+request per line on its input and writes one reply per line on its output:
+
+    {"op": "facts"}                       -> {"op": "facts", "facts": {...}}
+    {"op": "resolve", "plans": [...]}     -> {"op": "resolved", "points": [{"plan": ...} | {"error": ...}]}
+    {"op": "measure", "plan": {...}}      -> {"op": "measured", "measurement": {...}}
+    {"op": "bye"}                         -> the worker exits
+    any request it cannot serve           -> {"op": "error", "error": "one line", "user_error": true|false}
+
+This module needs nothing but the standard library of Python 3.6, so a device without torch can
+still say so.
+"""
+import hashlib
+import json
+import re
+import time
+import uuid
+
+from bench.contract.errors import ConfigError
+
+PROTOCOL = 1
+
+OK, SKIPPED, FAILED = "ok", "skipped", "failed"
+STATUSES = (OK, SKIPPED, FAILED)
+# Why a point failed: the measurement itself ("point": an exception, a crash), or the way to the
+# device ("executor": unreachable, connection lost). A resumed sweep measures executor failures again.
+POINT_FAILURE, EXECUTOR_FAILURE = "point", "executor"
+# How the reason of a point the device had no memory for begins (recorded as skipped, like any fact about the
+# device; the controller then skips the larger batches of the same series).
+OUT_OF_MEMORY = "out of memory"
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+# The blog's seven models at the sizes it measured them (tables list models in this order).
+BLOG_SIZES = {
+    "resnet18": 256, "resnet34": 256, "resnet50": 256,
+    "fcn_resnet50": 512, "fcn_resnet101": 512, "deeplabv3_resnet50": 512, "deeplabv3_resnet101": 512,
+}
+SCENARIOS = ("latency", "throughput")
+ENERGY = ("auto", "require", "off")
+CALIBRATION_SOURCES = ("random", "folder")
+ACCURACY_SOURCES = ("random", "folder")
+
+# A plan's fields and their JSON types; ``None`` in a tuple means the field may be null. The backend's
+# options are checked by the backend itself; ``sweep`` is the controller's and is only passed through.
+NULLABLE_INT = (int, type(None))
+NULLABLE_STR = (str, type(None))
+NUMBER = (int, float)
+PLAN_SCHEMA = {
+    "protocol": int,
+    "sweep": (dict, type(None)),
+    "model": {"name": str, "weights": str, "bn_recalibration_batches": int},
+    "backend": dict,
+    "precision": str,
+    "scenario": str,
+    "input": {"height": NULLABLE_INT, "width": NULLABLE_INT, "batch_size": int},
+    "timing": {"warmup_iters": int, "warmup_s": NUMBER, "min_iters": int, "min_s": NUMBER, "include_copies": bool,
+               "repeats": int, "interval": NUMBER, "unstable_spread": NUMBER, "lock_clocks": bool, "pin_cpu": bool},
+    "calibration": {"source": str, "folder": NULLABLE_STR, "num_batches": int, "seed": int, "share_images": bool},
+    "accuracy": {"source": str, "folder": NULLABLE_STR, "masks": NULLABLE_STR, "max_images": int, "batches": int,
+                 "seed": int},
+    "energy": str,
+    "device": str,
+    "threads": NULLABLE_INT,
+    "cudnn_benchmark": bool,
+    "raw_baseline": bool,
+    "cache_dir": str,
+    "seed": int,
+}
+# Filled in on the device when the plan is resolved (bench.device.resolve).
+RESOLUTION_SCHEMA = {"backend_requested": str, "variant": str, "task": str, "device_label": str,
+                     "skip_reason": NULLABLE_STR, "auto_tried": (list, type(None))}
+
+
+class PlanError(ValueError):
+    """A plan that is not well-formed: not JSON, an unknown field, a value of the wrong type."""
+
+
+def _type_name(expected) -> str:
+    kinds = expected if isinstance(expected, tuple) else (expected,)
+    return " or ".join("null" if kind is type(None) else kind.__name__ for kind in kinds)
+
+
+def _check_value(path: str, value, expected) -> None:
+    if isinstance(expected, dict):
+        if not isinstance(value, dict):
+            raise PlanError("field {!r} must be an object, got {}".format(path, type(value).__name__))
+        unknown = sorted(set(value) - set(expected))
+        if unknown:
+            raise PlanError("unknown field {!r} (fields of {!r}: {})".format(
+                "{}.{}".format(path, unknown[0]), path, ", ".join(sorted(expected))))
+        missing = sorted(set(expected) - set(value))
+        if missing:
+            raise PlanError("field {!r} is missing".format("{}.{}".format(path, missing[0])))
+        for key, kind in expected.items():
+            _check_value("{}.{}".format(path, key), value[key], kind)
+        return
+    kinds = expected if isinstance(expected, tuple) else (expected,)
+    # JSON has no int/bool distinction problem but Python does: True is an int.
+    if isinstance(value, bool) and bool not in kinds:
+        raise PlanError("field {!r} must be {}, got {!r}".format(path, _type_name(expected), value))
+    if not isinstance(value, kinds):
+        raise PlanError("field {!r} must be {}, got {!r}".format(path, _type_name(expected), value))
+
+
+def check_plan(plan) -> None:
+    """Raise PlanError naming the first field that is unknown, missing or of the wrong type."""
+    if not isinstance(plan, dict):
+        raise PlanError("a plan must be a JSON object, got {}".format(type(plan).__name__))
+    extra = sorted(set(plan) - set(PLAN_SCHEMA) - {"resolution"})
+    if extra:
+        raise PlanError("unknown field {!r} (plan fields: {})".format(extra[0], ", ".join(sorted(PLAN_SCHEMA))))
+    missing = sorted(set(PLAN_SCHEMA) - set(plan))
+    if missing:
+        raise PlanError("field {!r} is missing".format(missing[0]))
+    if plan["protocol"] != PROTOCOL:
+        raise PlanError("plan protocol {} is not this core's protocol {} (make the plans with the same suite "
+                        "version)".format(plan["protocol"], PROTOCOL))
+    for key, kind in PLAN_SCHEMA.items():
+        _check_value(key, plan[key], kind)
+    if "name" not in plan["backend"] or not isinstance(plan["backend"]["name"], str):
+        raise PlanError("field 'backend.name' is missing")
+    if "resolution" in plan:
+        _check_value("resolution", plan["resolution"], RESOLUTION_SCHEMA)
+
+
+def _choice(name: str, value: str, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError("{}={!r} is not one of: {}".format(name, value, ", ".join(allowed)))
+
+
+def check_values(plan: dict) -> None:
+    """The values of a well-formed plan that no device could measure, as one ConfigError naming the value."""
+    _choice("precision", plan["precision"], PRECISIONS)
+    _choice("scenario", plan["scenario"], SCENARIOS)
+    _choice("energy", plan["energy"], ENERGY)
+    _choice("calibration.source", plan["calibration"]["source"], CALIBRATION_SOURCES)
+    _choice("accuracy.source", plan["accuracy"]["source"], ACCURACY_SOURCES)
+    timing = plan["timing"]
+    if timing["min_iters"] < 1 or timing["warmup_iters"] < 0 or timing["min_s"] < 0 or timing["warmup_s"] < 0:
+        raise ConfigError("timing: min_iters must be >= 1 and warmup_iters, min_s, warmup_s >= 0")
+    if timing["repeats"] < 1:
+        raise ConfigError("timing.repeats={} must be >= 1 (processes per point)".format(timing["repeats"]))
+    if not 0 < timing["interval"] < 1:
+        raise ConfigError("timing.interval={} must be a level between 0 and 1, e.g. 0.95".format(timing["interval"]))
+    if timing["unstable_spread"] < 0:
+        raise ConfigError("timing.unstable_spread={} must be >= 0 (0: never unstable)".format(
+            timing["unstable_spread"]))
+    size = plan["input"]
+    if size["batch_size"] < 1:
+        raise ConfigError("input.batch_size={} must be >= 1".format(size["batch_size"]))
+    for side in ("height", "width"):
+        if size[side] is not None and size[side] < 1:
+            raise ConfigError("input.{}={} must be a positive integer".format(side, size[side]))
+    for group, key in (("accuracy", "batches"), ("accuracy", "max_images"), ("calibration", "num_batches"),
+                       ("model", "bn_recalibration_batches")):
+        low = 0 if key == "bn_recalibration_batches" else 1
+        if plan[group][key] < low:
+            raise ConfigError("{}.{}={} must be >= {}".format(group, key, plan[group][key], low))
+    if plan["threads"] is not None and plan["threads"] < 1:
+        raise ConfigError("threads={} must be >= 1 (or null for the library default)".format(plan["threads"]))
+    for group in ("calibration", "accuracy"):
+        if plan[group]["source"] == "folder" and not plan[group]["folder"]:
+            raise ConfigError("{0}.source=folder needs {0}.folder=/path/to/images".format(group))
+
+
+def read_plans(text: str, source: str) -> list:
+    """Plans from JSON lines (blank lines ignored); PlanError names the line of the first bad one."""
+    plans = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            plan = json.loads(line)
+        except ValueError as exc:
+            raise PlanError("{} line {}: not JSON ({})".format(source, number, exc))
+        try:
+            check_plan(plan)
+        except PlanError as exc:
+            raise PlanError("{} line {}: {}".format(source, number, exc))
+        plans.append(plan)
+    if not plans:
+        raise PlanError("{} holds no plans".format(source))
+    return plans
+
+
+def digest(*parts) -> str:
+    """A short stable key (cache entries, point keys, sweep ids)."""
+    return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:16]
+
+
+def point_name(plan: dict) -> str:
+    """``resnet18/int8/onnxruntime/256`` from a resolved plan: model/precision/variant/size.
+
+    The variant names options that change what is measured (``inductor+cudagraphs``); non-square
+    inputs read ``256x320``, batches add ``/b8``, the throughput scenario adds ``/throughput``.
+    """
+    size = plan["input"]
+    side = str(size["height"]) if size["height"] == size["width"] else "{}x{}".format(size["height"], size["width"])
+    variant = plan["resolution"]["variant"] if "resolution" in plan else plan["backend"]["name"]
+    name = "{}/{}/{}/{}".format(plan["model"]["name"], plan["precision"], variant, side)
+    if size["batch_size"] > 1:
+        name += "/b{}".format(size["batch_size"])
+    if plan["scenario"] != "latency":
+        name += "/" + plan["scenario"]
+    return name
+
+
+def series_name(plan: dict) -> str:
+    """The point's name without its batch size: the points of one batch-size curve share it."""
+    return re.sub(r"/b\d+(?=/|$)", "", point_name(plan))
+
+
+def point_key(plan: dict, host: str) -> str:
+    """What the point is, wherever its result goes: the resolved plan (less where results and caches
+    live) on this device of this host. The same point measured again has the same key."""
+    measured = {key: value for key, value in plan.items() if key not in ("sweep", "cache_dir", "resolution")}
+    return digest(json.dumps(measured, sort_keys=True), plan["resolution"]["device_label"], host)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def new_measurement(plan: dict, tags: dict) -> dict:
+    """An empty measurement of ``plan``: what the measuring side reports for every point, whatever happened.
+
+    ``point_id`` is its identity (uploads check it, so each measurement reaches a store exactly once);
+    ``started_ms``/``ended_ms`` bracket the point's work on the device; ``metrics`` are numbers,
+    ``details`` what the conversion did (paths, versions, counts), ``tags`` the device's fingerprint,
+    ``events`` things worth knowing (a discarded cache entry), ``artifacts`` text files the point made
+    (predictions, the calibration images), ``error`` a failure's traceback. Per-call figures of every process:
+    ``latencies_ms`` (end-to-end), ``gpu_ms`` (GPU compute, CUDA only), the ``raw_`` ones of eager fp32 timed
+    beside them, ``calls_per_process`` how many calls of each of those each process contributed; ``repeats`` one row of figures
+    per process.
+    """
+    return {"point_id": uuid.uuid4().hex, "plan": plan, "status": None, "reason": "", "failure": None,
+            "started_ms": now_ms(), "ended_ms": None, "metrics": {}, "details": {}, "tags": tags,
+            "latencies_ms": [], "raw_latencies_ms": [], "gpu_ms": [], "raw_gpu_ms": [], "calls_per_process": {},
+            "repeats": [], "events": [], "artifacts": {}, "error": ""}
+
+
+def failed_measurement(plan: dict, reason: str, failure: str, tags: dict, error: str = "") -> dict:
+    """A measurement that failed before or outside the point's own code (a crash, a lost connection)."""
+    measurement = new_measurement(plan, tags)
+    measurement.update(status=FAILED, reason=reason, failure=failure, error=error, ended_ms=now_ms())
+    return measurement
+
+
+def skipped_measurement(plan: dict, reason: str, tags: dict) -> dict:
+    """A point the controller knows the device cannot run without asking it (a larger batch after one that
+    ran out of memory)."""
+    measurement = new_measurement(plan, tags)
+    measurement.update(status=SKIPPED, reason=reason, ended_ms=now_ms())
+    return measurement
+
+
+def encode(message: dict) -> bytes:
+    """One message as one line (NaN stays NaN: both ends are Python)."""
+    return (json.dumps(message, sort_keys=True) + "\n").encode("utf-8")
+
+
+def decode(line: bytes) -> dict:
+    message = json.loads(line.decode("utf-8"))
+    if not isinstance(message, dict) or "op" not in message:
+        raise ValueError("not a protocol message: {!r}".format(line[:200]))
+    return message
+
+
+def error_reply(text: str, user_error: bool) -> dict:
+    return {"op": "error", "error": text, "user_error": user_error}

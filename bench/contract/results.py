@@ -1,0 +1,86 @@
+"""Measurements on disk: a device's offline results folder and the controller's spool share this format.
+
+Each entry is one folder ``<YYYYmmddTHHMMSS>-<point_id>/measurement.json``, written under a hidden
+name, flushed to disk and renamed into place, so a crash or a power cut never leaves half an entry
+that an upload would read. ``python -m bench.store.sync`` moves an uploaded entry into ``synced/`` and an
+entry that does not load into ``quarantine/``, so nothing is ever lost or uploaded twice.
+"""
+import json
+import os
+import shutil
+import time
+from typing import List
+
+ENTRY_FILE = "measurement.json"
+SYNCED, QUARANTINE = "synced", "quarantine"
+
+
+def _fsync_file(path: str, text: str) -> None:
+    with open(path, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: str) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def write_entry(folder: str, measurement: dict) -> str:
+    """Write one measurement (all or nothing); returns the entry's folder."""
+    os.makedirs(folder, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.localtime(measurement["started_ms"] / 1000))
+    final = os.path.join(folder, "{}-{}".format(stamp, measurement["point_id"]))
+    incoming = os.path.join(folder, ".incoming-{}".format(measurement["point_id"]))
+    shutil.rmtree(incoming, ignore_errors=True)
+    os.makedirs(incoming)
+    _fsync_file(os.path.join(incoming, ENTRY_FILE), json.dumps(measurement, indent=1, sort_keys=True))
+    _fsync_dir(incoming)
+    os.rename(incoming, final)
+    _fsync_dir(folder)
+    return final
+
+
+def entries(folder: str) -> List[str]:
+    """Entries waiting in ``folder``, oldest first (hidden, half-written, synced and quarantined ones left out)."""
+    if not os.path.isdir(folder):
+        return []
+    return sorted(os.path.join(folder, name) for name in os.listdir(folder)
+                  if not name.startswith(".") and name not in (SYNCED, QUARANTINE)
+                  and os.path.isdir(os.path.join(folder, name)))
+
+
+def load_entry(entry: str) -> dict:
+    """The measurement of an entry; ValueError (with the reason) when it cannot be read."""
+    path = os.path.join(entry, ENTRY_FILE)
+    try:
+        with open(path) as handle:
+            measurement = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise ValueError("{} cannot be read: {}".format(path, exc))
+    if not isinstance(measurement, dict) or "point_id" not in measurement or "plan" not in measurement:
+        raise ValueError("{} is not a measurement".format(path))
+    return measurement
+
+
+def _move(entry: str, subfolder: str) -> str:
+    target_dir = os.path.join(os.path.dirname(entry), subfolder)
+    os.makedirs(target_dir, exist_ok=True)
+    target = os.path.join(target_dir, os.path.basename(entry))
+    if os.path.isdir(target):  # the same measurement (its name holds its point id) was moved there before
+        shutil.rmtree(entry)
+    else:
+        os.rename(entry, target)
+    return target
+
+
+def mark_synced(entry: str) -> str:
+    return _move(entry, SYNCED)
+
+
+def quarantine(entry: str) -> str:
+    return _move(entry, QUARANTINE)
