@@ -39,12 +39,13 @@ from analysis.build import build_report
 from analysis.plots import write_regression_plots
 from analysis.regress import add_rule_arguments, check_regressions, rules_from
 from analysis.select import Selection, connect
-from bench.store import record
 from bench.controller.config import register_configs
 from bench.controller.executors import Device
 from bench.controller.lock import DEFAULT_LOCK_DIR, LockBusy, device_lock
 from bench.contract.errors import ConfigError, OneLineParser
 from bench.store.tracking import tracking_uri
+from bench.contract import names
+from bench.contract.protocol import FAILED, STATUSES
 
 log = logging.getLogger("nightly")
 
@@ -94,7 +95,7 @@ class Outcome:
             return BAD_INPUT_EXIT if self.sweep_exit == BAD_INPUT_EXIT else FAILED_POINTS_EXIT
         if self.regressions:
             return REGRESSION_EXIT
-        broken = self.points[record.FAILED] or self.state != record.COMPLETE or self.sweep_exit not in (0, 1)
+        broken = self.points[FAILED] or self.state != names.COMPLETE or self.sweep_exit not in (0, 1)
         return FAILED_POINTS_EXIT if broken else OK_EXIT
 
     def summary(self) -> str:
@@ -168,14 +169,14 @@ def find_sweep(night: Night) -> tuple[str, dict[str, int], str] | None:
     experiment = client.get_experiment_by_name(night.experiment)
     if experiment is None:
         return None
-    found = client.search_runs([experiment.experiment_id], f"tags.`{record.LABEL}` = '{night.label}' and "
-                                                            f"tags.`{record.ROLE}` = '{record.PARENT}'",
+    found = client.search_runs([experiment.experiment_id], f"tags.`{names.LABEL}` = '{night.label}' and "
+                                                            f"tags.`{names.ROLE}` = '{names.PARENT}'",
                                max_results=1, order_by=["attributes.start_time DESC"])
     if not found:
         return None
     parent = found[0]
-    points = {status: int(parent.data.metrics.get(f"points_{status}", 0)) for status in record.STATUSES}
-    return parent.info.run_id, points, parent.data.tags.get(record.STATE, "")
+    points = {status: int(parent.data.metrics.get(f"points_{status}", 0)) for status in STATUSES}
+    return parent.info.run_id, points, parent.data.tags.get(names.STATE, "")
 
 
 def run_nightly(night: Night, args: argparse.Namespace, lock_fd: int) -> Outcome:

@@ -19,7 +19,8 @@ from analysis.select import Selection, aggregate, connect, load_runs, resolve_ur
 from analysis.choose import default_budget, recommend, recommendation_table
 from analysis.tables import PRECISION_LABELS, Table, batch_tables, cross_device_tables, device_tables, is_raw
 from bench.contract.errors import ConfigError
-from bench.store.record import DESCRIPTION, OK
+from bench.contract.names import DESCRIPTION
+from bench.contract.protocol import OK
 from bench.store.tracking import redact
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,10 @@ import pandas as pd
 from analysis.select import input_label
 from analysis.tables import PRECISION_LABELS, RAW, Table, is_raw, sig
 from bench.contract.errors import ConfigError
-from bench.store.record import OK, rounded
+from bench.contract.protocol import OK
+from bench.store.record import rounded
+from bench.contract.names import (
+    ACC_PIXEL_AGREEMENT, ACC_TOP1, ACC_TOP1_AGREEMENT, LATENCY_MS, REF_TOP1, THROUGHPUT, high_of, low_of)
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ def variant_label(point: pd.Series) -> str:
 
 
 def _agreement(point: pd.Series) -> float:
-    value = point["acc_top1_agreement"] if point["task"] == "classification" else point["acc_pixel_agreement"]
+    value = point[ACC_TOP1_AGREEMENT] if point["task"] == "classification" else point[ACC_PIXEL_AGREEMENT]
     return float(value)
 
 
@@ -81,9 +84,9 @@ def verdict(point: pd.Series, budget: Budget) -> str | None:
         return f"measured under load or throttled: {point['conditions']}"
     raw = is_raw(pd.DataFrame([point])).iloc[0]
     if budget.max_top1_drop is not None and not raw:
-        if not (math.isfinite(point["acc_top1"]) and math.isfinite(point["ref_top1"])):
+        if not (math.isfinite(point[ACC_TOP1]) and math.isfinite(point[REF_TOP1])):
             return "no labelled accuracy (noise inputs only): cannot be judged against a top-1 budget"
-        drop = 100 * (point["ref_top1"] - point["acc_top1"])
+        drop = 100 * (point[REF_TOP1] - point[ACC_TOP1])
         if drop > budget.max_top1_drop:
             return f"top-1 {-drop:+.1f} points vs eager fp32, over the {budget.max_top1_drop:g}-point budget"
     if budget.min_agreement is not None and not raw:
@@ -96,14 +99,14 @@ def verdict(point: pd.Series, budget: Budget) -> str | None:
 def recommend(points: pd.DataFrame, budget: Budget) -> list[Choice]:
     """One choice per device x model x input x scenario of the points (one row per point, analysis.aggregate)."""
     budget.validate()
-    if budget.max_top1_drop is not None and not points[["acc_top1", "ref_top1"]].notna().all(axis=1).any():
+    if budget.max_top1_drop is not None and not points[[ACC_TOP1, REF_TOP1]].notna().all(axis=1).any():
         raise ConfigError("no selected run was measured on labelled images (accuracy=folder with class folders), so "
                           "--max-top1-drop cannot be judged: measure with labels, or use --min-agreement")
     choices = []
     for (device, model, shape, scenario), group in points.groupby(["device", "model", "input_shape", "scenario"],
                                                                   sort=True):
         ok = group[group["status"] == OK]
-        speed, ascending = ("throughput_ips", False) if scenario == "throughput" else ("latency_ms_median", True)
+        speed, ascending = (THROUGHPUT, False) if scenario == "throughput" else (LATENCY_MS, True)
         ordered = ok.sort_values(speed, ascending=ascending, kind="stable")
         rejected, chosen = [], None
         for _, point in ordered.iterrows():
@@ -121,16 +124,16 @@ def recommend(points: pd.DataFrame, budget: Budget) -> list[Choice]:
 def _speed(point: pd.Series, scenario: str) -> str:
     """The figure, rounded to what its interval supports, with the interval where the run recorded one."""
     if scenario == "throughput":
-        return f"{point['throughput_ips']:,.0f} img/s"
-    low, high = point.get("latency_ms_lo", math.nan), point.get("latency_ms_hi", math.nan)
+        return f"{point[THROUGHPUT]:,.0f} img/s"
+    low, high = point.get(low_of(LATENCY_MS), math.nan), point.get(high_of(LATENCY_MS), math.nan)
     if not (math.isfinite(low) and math.isfinite(high)):
-        return f"{sig(point['latency_ms_median'])} ms"
-    return f"{rounded(point['latency_ms_median'], low, high)} ms ({rounded(low, low, high)}-{rounded(high, low, high)})"
+        return f"{sig(point[LATENCY_MS])} ms"
+    return f"{rounded(point[LATENCY_MS], low, high)} ms ({rounded(low, low, high)}-{rounded(high, low, high)})"
 
 
 def _accuracy(point: pd.Series) -> str:
-    if math.isfinite(point["acc_top1"]) and math.isfinite(point["ref_top1"]):
-        return (f"top-1 {100 * point['acc_top1']:.1f} % ({100 * (point['acc_top1'] - point['ref_top1']):+.1f} "
+    if math.isfinite(point[ACC_TOP1]) and math.isfinite(point[REF_TOP1]):
+        return (f"top-1 {100 * point[ACC_TOP1]:.1f} % ({100 * (point[ACC_TOP1] - point[REF_TOP1]):+.1f} "
                 "vs fp32)")
     agreement = _agreement(point)
     if not math.isfinite(agreement):
@@ -141,7 +144,7 @@ def _accuracy(point: pd.Series) -> str:
 
 def default_budget(points: pd.DataFrame) -> Budget:
     """The report's budget: 1 point of top-1 where images were labelled, else 99 % agreement with eager fp32."""
-    labelled = points[["acc_top1", "ref_top1"]].notna().all(axis=1).any()
+    labelled = points[[ACC_TOP1, REF_TOP1]].notna().all(axis=1).any()
     return Budget(max_top1_drop=1.0) if labelled else Budget(min_agreement=0.99)
 
 

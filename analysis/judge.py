@@ -22,16 +22,18 @@ from analysis.render import table_markdown, table_text
 from analysis.select import SERIES_KEYS, UNFINISHED, input_label
 from analysis.tables import Table, fmt_err, sig
 from bench.contract.errors import ConfigError
-from bench.store.record import FAILED, OK, SKIPPED
+from bench.contract.protocol import FAILED, MAD_SCALE, OK, SKIPPED
 from bench.store.tracking import redact
+from bench.contract.names import (
+    ACC_NONFINITE, ACC_PIXEL_AGREEMENT, ACC_REL_L2_ERR, ACC_TOP1_AGREEMENT, GPU_MS, LATENCY_MS, RAW_GPU_MS,
+    RAW_LATENCY_MS)
 
 log = logging.getLogger(__name__)
 
 SERIES = ("host", *SERIES_KEYS)
 RAW_BACKEND = "raw"  # the derived series of eager fp32 timed inside every run
 TESTS = ("mad", "mannwhitney")
-MAD_SCALE = 1.4826  # MAD x this estimates the standard deviation of normally distributed values
-AGREEMENT = ("acc_top1_agreement", "acc_pixel_agreement")
+AGREEMENT = (ACC_TOP1_AGREEMENT, ACC_PIXEL_AGREEMENT)
 
 SLOWER, FASTER, ACCURACY = "slower", "faster", "accuracy"
 NEW_FAILURE, NOW_SKIPPED, FIXED = "new failure", "now skipped", "fixed"
@@ -236,7 +238,7 @@ def _fmt(metric: str, value: float) -> str:
         return f"{sig(value)} ms"
     if metric in AGREEMENT:
         return f"{100 * value:.1f} %"
-    if metric == "acc_rel_l2_err":
+    if metric == ACC_REL_L2_ERR:
         return fmt_err(value)
     return sig(value)
 
@@ -244,7 +246,7 @@ def _fmt(metric: str, value: float) -> str:
 def _fmt_change(finding: Finding) -> str:
     if finding.metric in AGREEMENT and math.isfinite(finding.new - finding.baseline):
         return f"{100 * (finding.new - finding.baseline):+.1f} points"
-    if finding.metric == "acc_rel_l2_err" and math.isfinite(finding.change):
+    if finding.metric == ACC_REL_L2_ERR and math.isfinite(finding.change):
         return f"x{finding.new / finding.baseline:.2g}"
     return f"{finding.change:+.1%}" if math.isfinite(finding.change) else ""
 
@@ -264,11 +266,10 @@ def nightly_points(runs: pd.DataFrame) -> pd.DataFrame:
     ``sweep_time`` is when the nightly began (its first run)."""
     runs = runs[runs["sweep"] != ""].sort_values("start_time", ascending=False, kind="stable")
     points = runs.drop_duplicates(["sweep", *SERIES]).assign(raw_samples=False)
-    timed = runs[(runs["status"] == OK) & runs["raw_latency_ms_median"].notna()]
+    timed = runs[(runs["status"] == OK) & runs[RAW_LATENCY_MS].notna()]
     raw = timed.groupby(["sweep", "host", "device", "model", "input_shape", "scenario"], sort=False).agg(
         run_id=("run_id", "first"), start_time=("start_time", "first"),
-        latency_ms_median=("raw_latency_ms_median", "median"),
-        gpu_ms_median=("raw_gpu_ms_median", "median")).reset_index()
+        **{LATENCY_MS: (RAW_LATENCY_MS, "median"), GPU_MS: (RAW_GPU_MS, "median")}).reset_index()
     raw = raw.assign(backend=RAW_BACKEND, precision="fp32", status=OK, reason="", raw_samples=True)
     frame = pd.concat([points, raw], ignore_index=True) if not raw.empty else points
     frame["sweep_time"] = frame["sweep"].map(runs.groupby("sweep")["start_time"].min())
@@ -295,9 +296,9 @@ def judged_figure(new: pd.Series, base: pd.DataFrame, rules: Rules) -> str:
     """The figure a series' speed is judged on: GPU compute time where the new nightly and enough of the baseline
     have it (its night-to-night noise is a few percent where end-to-end latency's carries the host's jitter;
     docs/methodology.md), else end-to-end latency."""
-    gpu = base["gpu_ms_median"].dropna() if "gpu_ms_median" in base else pd.Series(dtype=float)
-    has_gpu = "gpu_ms_median" in new and math.isfinite(new["gpu_ms_median"])
-    return "gpu_ms_median" if has_gpu and len(gpu) >= rules.min_baseline else "latency_ms_median"
+    gpu = base[GPU_MS].dropna() if GPU_MS in base else pd.Series(dtype=float)
+    has_gpu = GPU_MS in new and math.isfinite(new[GPU_MS])
+    return GPU_MS if has_gpu and len(gpu) >= rules.min_baseline else LATENCY_MS
 
 
 def _latency(series: tuple[str, ...], new: pd.Series, base: pd.DataFrame, rules: Rules,
@@ -311,7 +312,7 @@ def _latency(series: tuple[str, ...], new: pd.Series, base: pd.DataFrame, rules:
     if kind is None:
         return None
     change = value / center - 1
-    if rules.test == "mad" or metric != "latency_ms_median":
+    if rules.test == "mad" or metric != LATENCY_MS:
         evidence = (f"robust z {z:+.1f} (limit ±{rules.z:g}): baseline median {sig(center)} ms, MAD x {MAD_SCALE} = "
                     f"{sig(sigma)} ms over {len(values)} nightlies; change {change:+.1%} "
                     f"(limit ±{rules.threshold:.0%})")
@@ -346,18 +347,18 @@ def _accuracy(series: tuple[str, ...], new: pd.Series, base: pd.DataFrame, rules
                                  f"{100 * (center - new[metric]):.1f} points below the median of {len(before)} "
                                  f"nightlies (limit {100 * rules.agreement_drop:g})", new["run_id"],
                                  history(metric), new["sweep_time"]))
-    before = base["acc_rel_l2_err"].dropna()
-    value = float(new["acc_rel_l2_err"])
+    before = base[ACC_REL_L2_ERR].dropna()
+    value = float(new[ACC_REL_L2_ERR])
     if not before.empty and math.isfinite(value):
         center = float(before.median())
         if value > rules.rel_err_factor * center and value - center > rules.rel_err_margin:
-            found.append(Finding(ACCURACY, series, "acc_rel_l2_err", center, value,
+            found.append(Finding(ACCURACY, series, ACC_REL_L2_ERR, center, value,
                                  f"above {rules.rel_err_factor:g}x the median of {len(before)} nightlies and by more "
-                                 f"than {rules.rel_err_margin:g}", new["run_id"], history("acc_rel_l2_err"),
+                                 f"than {rules.rel_err_margin:g}", new["run_id"], history(ACC_REL_L2_ERR),
                                  new["sweep_time"]))
-    before = base["acc_nonfinite"].dropna()
-    if not before.empty and float(before.max()) == 0 and new["acc_nonfinite"] > 0:
-        found.append(Finding(ACCURACY, series, "acc_nonfinite", 0.0, float(new["acc_nonfinite"]),
+    before = base[ACC_NONFINITE].dropna()
+    if not before.empty and float(before.max()) == 0 and new[ACC_NONFINITE] > 0:
+        found.append(Finding(ACCURACY, series, ACC_NONFINITE, 0.0, float(new[ACC_NONFINITE]),
                              f"non-finite outputs; none in {len(before)} earlier nightlies", new["run_id"]))
     return found
 
@@ -396,7 +397,7 @@ def judge_device(check: RegressionCheck, points: pd.DataFrame, nightly: Nightly,
             check.findings.append(status)
         if new["status"] != OK:
             continue
-        ok = base[(base["status"] == OK) & base["latency_ms_median"].notna()]
+        ok = base[(base["status"] == OK) & base[LATENCY_MS].notna()]
         check.findings += _accuracy(key, new, ok, rules)
         if len(ok) < rules.min_baseline:
             check.no_baseline.append(series_label(key))

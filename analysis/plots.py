@@ -20,7 +20,8 @@ from analysis.select import input_label, load_latencies
 from analysis.tables import (RAW, Table, batch_table, blog_table, describe_input, find_point, is_raw, model_order,
                              point_rows, sig, slug, speedup_table)
 from bench.contract.errors import ConfigError
-from bench.store.record import OK
+from bench.contract.protocol import OK
+from bench.contract.names import GPU_MS, LATENCY_MS, THROUGHPUT
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def batch_curves(points: pd.DataFrame, device: str, model: str, size: str, path:
     where its points stop being ok (the first batch that did not fit)."""
     figure = Figure(figsize=(9, 3.8))
     axes = figure.subplots(1, 2)
-    for metric, ax, label in (("throughput_ips", axes[0], "images / s"), ("latency_ms_median", axes[1],
+    for metric, ax, label in ((THROUGHPUT, axes[0], "images / s"), (LATENCY_MS, axes[1],
                                                                            "latency per call (ms)")):
         table = batch_table(points, device, model, size, metric)
         for row, values in table.values.iterrows():
@@ -149,10 +150,10 @@ def plot_history(finding: Finding, rules: Rules, path: Path) -> Path:
     times = [t for t, _ in finding.history]
     ax.plot(times, [v for _, v in finding.history], "o-", color="tab:blue", label="baseline nightlies")
     ax.axhline(finding.baseline, color="grey", linewidth=0.8, label="baseline median")
-    if finding.metric in ("latency_ms_median", "gpu_ms_median"):
+    if finding.metric in (LATENCY_MS, GPU_MS):
         low, high = finding.baseline * (1 - rules.threshold), finding.baseline * (1 + rules.threshold)
         ax.axhspan(low, high, color="grey", alpha=0.15, label=f"±{rules.threshold:.0%}")
-        if (rules.test == "mad" or finding.metric == "gpu_ms_median") and math.isfinite(finding.noise):
+        if (rules.test == "mad" or finding.metric == GPU_MS) and math.isfinite(finding.noise):
             ax.axhspan(finding.baseline - rules.z * finding.noise, finding.baseline + rules.z * finding.noise,
                        color="tab:blue", alpha=0.1, label=f"±{rules.z:g} robust sd")
     if finding.new_time is not None:

@@ -24,7 +24,7 @@ from analysis.judge import FORMATS, TESTS, Nightly, RegressionCheck, Rules, judg
 from analysis.plots import write_regression_plots
 from analysis.select import Selection, connect, experiment_id, load_latencies, load_runs, sweep_parent
 from bench.contract.errors import ConfigError, OneLineParser
-from bench.store.record import CHILD
+from bench.contract.names import CHILD
 
 log = logging.getLogger(__name__)
 

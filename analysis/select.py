@@ -19,8 +19,19 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from bench.contract.errors import ConfigError
 from bench.contract.protocol import PRECISIONS
-from bench.store.record import CHILD, OK, PARENT
+from bench.contract.names import CHILD, PARENT
+from bench.contract.protocol import OK
 from bench.store.tracking import check_reachable, check_uri, redact, sqlite_path, store_error, tracking_uri
+from bench.contract.names import (
+    ACCURACY_INPUTS, ACCURACY_LABELLED, ACC_COSINE, ACC_IMAGES, ACC_MAX_ABS_ERR, ACC_MIOU, ACC_MIOU_VS_REF,
+    ACC_NONFINITE, ACC_PIXEL_AGREEMENT, ACC_REL_L2_ERR, ACC_TOP1, ACC_TOP1_AGREEMENT, ACC_TOP5,
+    BACKEND_REQUESTED, BACKEND_VARIANT, COMMIT, CONDITIONS, CONVERT_CACHE_HIT, CONVERT_S, CPU_MODEL, DEVICE_CC,
+    DEVICE_KIND, DEVICE_LABEL, DEVICE_NAME, ENERGY_MJ_PER_IMAGE, ENERGY_SOURCE, GPU_HOLD_FRACTION, GPU_MS,
+    GPU_SPEEDUP, HOST_NAME, INPUT_SHAPE, KIND, LATENCY_CV, LATENCY_MS, LATENCY_MS_MAX, LATENCY_MS_MEAN,
+    LATENCY_MS_MIN, LATENCY_MS_P90, LATENCY_MS_P95, LATENCY_MS_P99, LATENCY_MS_STD, MODEL_TASK,
+    PEAK_CUDA_MEM_MB, PEAK_RSS_MB, POWER_W_MEAN, RAW_GPU_MS, RAW_LATENCY_MS, RAW_LATENCY_MS_MEAN,
+    RAW_THROUGHPUT, REASON, REF_MIOU, REF_TOP1, REF_TOP5, ROLE, SPEEDUP, STATUS, THROUGHPUT, THROUGHPUT_SPEEDUP,
+    TIMING_GPU, TIMING_LATENCY, TIMING_METHOD, UNSTABLE, high_of, low_of, spread_of)
 
 log = logging.getLogger(__name__)
 
@@ -29,46 +40,46 @@ UNFINISHED = "unfinished"
 SERIES_KEYS = ("device", "model", "backend", "precision", "input_shape", "scenario")
 REPEATS = ("newest", "median")
 METRICS = (
-    "latency_ms_mean", "latency_ms_median", "latency_ms_std", "latency_ms_min", "latency_ms_max",
-    "latency_ms_p90", "latency_ms_p95", "latency_ms_p99", "latency_cv", "iterations", "throughput_ips",
-    "raw_throughput_ips", "throughput_speedup", "convert_s", "convert_cache_hit", "raw_latency_ms_median",
-    "raw_latency_ms_mean", "speedup", "acc_max_abs_err", "acc_rel_l2_err", "acc_cosine", "acc_top1_agreement",
-    "acc_pixel_agreement", "acc_miou_vs_ref", "acc_nonfinite", "acc_images", "acc_top1", "acc_top5", "ref_top1",
-    "ref_top5", "acc_miou", "ref_miou", "energy_mj_per_image", "power_w_mean", "peak_rss_mb", "peak_cuda_mem_mb",
+    LATENCY_MS_MEAN, LATENCY_MS, LATENCY_MS_STD, LATENCY_MS_MIN, LATENCY_MS_MAX,
+    LATENCY_MS_P90, LATENCY_MS_P95, LATENCY_MS_P99, LATENCY_CV, "iterations", THROUGHPUT,
+    RAW_THROUGHPUT, THROUGHPUT_SPEEDUP, CONVERT_S, CONVERT_CACHE_HIT, RAW_LATENCY_MS,
+    RAW_LATENCY_MS_MEAN, "speedup", ACC_MAX_ABS_ERR, ACC_REL_L2_ERR, ACC_COSINE, ACC_TOP1_AGREEMENT,
+    ACC_PIXEL_AGREEMENT, ACC_MIOU_VS_REF, ACC_NONFINITE, ACC_IMAGES, ACC_TOP1, ACC_TOP5, REF_TOP1,
+    REF_TOP5, ACC_MIOU, REF_MIOU, ENERGY_MJ_PER_IMAGE, POWER_W_MEAN, PEAK_RSS_MB, PEAK_CUDA_MEM_MB,
     # between-process figures (docs/methodology.md): GPU compute beside end-to-end, intervals, spread, processes
-    "gpu_ms_median", "raw_gpu_ms_median", "gpu_speedup", "gpu_hold_fraction", "repeats",
-    "latency_ms_lo", "latency_ms_hi", "latency_ms_spread", "gpu_ms_lo", "gpu_ms_hi", "gpu_ms_spread",
-    "speedup_lo", "speedup_hi", "speedup_spread", "gpu_speedup_lo", "gpu_speedup_hi",
+    GPU_MS, RAW_GPU_MS, GPU_SPEEDUP, GPU_HOLD_FRACTION, "repeats",
+    low_of(LATENCY_MS), high_of(LATENCY_MS), spread_of(LATENCY_MS), low_of(GPU_MS), high_of(GPU_MS), spread_of(GPU_MS),
+    low_of(SPEEDUP), high_of(SPEEDUP), spread_of(SPEEDUP), low_of(GPU_SPEEDUP), high_of(GPU_SPEEDUP),
 )
 # Tidy column -> (source, key[, where older records kept it]) in the MLflow run.
 FIELDS = {
-    "status": ("tags", "bench.status"),
-    "reason": ("tags", "bench.reason"),
-    "kind": ("tags", "bench.kind"),
+    "status": ("tags", STATUS),
+    "reason": ("tags", REASON),
+    "kind": ("tags", KIND),
     "sweep": ("tags", MLFLOW_PARENT_RUN_ID),
-    "device": ("tags", "device.label"),
-    "device_kind": ("tags", "device.kind"),
-    "device_name": ("tags", "device.name"),
-    "device_cc": ("tags", "device.cc"),
-    "cpu_model": ("tags", "cpu.model"),
-    "host": ("tags", "host.name"),
-    "commit": ("tags", "bench.commit"),
+    "device": ("tags", DEVICE_LABEL),
+    "device_kind": ("tags", DEVICE_KIND),
+    "device_name": ("tags", DEVICE_NAME),
+    "device_cc": ("tags", DEVICE_CC),
+    "cpu_model": ("tags", CPU_MODEL),
+    "host": ("tags", HOST_NAME),
+    "commit": ("tags", COMMIT),
     "model": ("params", "model"),
-    "task": ("tags", "model.task", "params"),  # a param in stores recorded before the suite's 2026-11 records
+    "task": ("tags", MODEL_TASK, "params"),  # a param in stores recorded before the suite's 2026-11 records
     "backend": ("params", "backend"),
-    "backend_variant": ("params", "backend.variant"),
-    "backend_requested": ("params", "backend.requested"),
+    "backend_variant": ("params", BACKEND_VARIANT),
+    "backend_requested": ("params", BACKEND_REQUESTED),
     "precision": ("params", "precision"),
-    "input_shape": ("params", "input.shape"),
-    "timing_method": ("params", "timing.method"),
-    "timing_latency": ("tags", "timing.latency", "params"),
-    "timing_gpu": ("tags", "timing.gpu"),
+    "input_shape": ("params", INPUT_SHAPE),
+    "timing_method": ("params", TIMING_METHOD),
+    "timing_latency": ("tags", TIMING_LATENCY, "params"),
+    "timing_gpu": ("tags", TIMING_GPU),
     "scenario": ("params", "scenario"),
-    "unstable": ("tags", "bench.unstable"),
-    "conditions": ("tags", "bench.conditions"),
-    "energy_source": ("tags", "energy.source"),
-    "accuracy_labelled": ("tags", "accuracy.labelled"),
-    "accuracy_inputs": ("tags", "accuracy.inputs"),
+    "unstable": ("tags", UNSTABLE),
+    "conditions": ("tags", CONDITIONS),
+    "energy_source": ("tags", ENERGY_SOURCE),
+    "accuracy_labelled": ("tags", ACCURACY_LABELLED),
+    "accuracy_inputs": ("tags", ACCURACY_INPUTS),
 }
 
 
@@ -153,8 +164,8 @@ def sweep_parent(client: MlflowClient, exp_id: str, sweep: str, experiment: str)
         run = client.get_run(sweep)
     except MlflowException:
         raise ConfigError(f"sweep {sweep!r}: no such run (give the parent run id of a sweep, or latest)") from None
-    if run.data.tags.get("bench.role") != PARENT:
-        raise ConfigError(f"run {sweep} is not a sweep's parent run (tag bench.role={run.data.tags.get('bench.role')})")
+    if run.data.tags.get(ROLE) != PARENT:
+        raise ConfigError(f"run {sweep} is not a sweep's parent run (tag {ROLE}={run.data.tags.get(ROLE)})")
     return sweep
 
 

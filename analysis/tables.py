@@ -15,13 +15,16 @@ import pandas as pd
 
 from analysis.select import input_label
 from bench.contract.protocol import BLOG_SIZES
-from bench.store.record import OK
+from bench.contract.protocol import OK
+from bench.contract.names import (
+    ACC_MIOU, ACC_PIXEL_AGREEMENT, ACC_REL_L2_ERR, ACC_TOP1, ACC_TOP1_AGREEMENT, CONVERT_CACHE_HIT, CONVERT_S,
+    ENERGY_MJ_PER_IMAGE, GPU_MS, LATENCY_MS, REF_MIOU, REF_TOP1, THROUGHPUT, THROUGHPUT_SPEEDUP)
 
 RAW = "Raw"
 PRECISION_LABELS = {"fp32": "FP32", "fp16": "FP16", "bf16": "BF16", "int8": "INT8"}
-TIMED = ("latency_ms_median", "speedup", "throughput_ips", "throughput_speedup")  # footnoted when unstable
+TIMED = (LATENCY_MS, "speedup", THROUGHPUT, THROUGHPUT_SPEEDUP)  # footnoted when unstable
 # What each latency figure times (docs/methodology.md): the blog's tables are end-to-end.
-FIGURE_WORDS = {"latency_ms_median": "end-to-end latency", "gpu_ms_median": "GPU compute time"}
+FIGURE_WORDS = {LATENCY_MS: "end-to-end latency", GPU_MS: "GPU compute time"}
 RAW_OWN = "own run"
 RAW_IN_RUN = "in-run baseline"
 
@@ -158,7 +161,7 @@ def find_point(points: pd.DataFrame, **key: str) -> pd.Series | None:
     return found.iloc[0] if len(found) else None
 
 
-def raw_baseline(points: pd.DataFrame, metric: str = "latency_ms_median") -> pd.DataFrame:
+def raw_baseline(points: pd.DataFrame, metric: str = LATENCY_MS) -> pd.DataFrame:
     """Raw (eager fp32 PyTorch) per device x input x model, with where it came from.
 
     ``source`` is ``own run`` (an ok pytorch fp32 point) or ``in-run baseline`` (the median of
@@ -209,7 +212,7 @@ def _title(device: str, what: str, input_shape: str, backend_text: str) -> str:
     return f"{device}: {what}, input {describe_input(input_shape)}" + (f" ({backend_text})" if backend_text else "")
 
 
-def blog_table(points: pd.DataFrame, device: str, input_shape: str, metric: str = "latency_ms_median") -> Table:
+def blog_table(points: pd.DataFrame, device: str, input_shape: str, metric: str = LATENCY_MS) -> Table:
     """The blog's table for one device and input: rows Raw/FP32/FP16/BF16/INT8, columns models, median ms.
 
     ``metric``: end-to-end latency per call (the blog's figure), or GPU compute time per call beside it."""
@@ -226,7 +229,7 @@ def blog_table(points: pd.DataFrame, device: str, input_shape: str, metric: str 
             point = find_point(sub, model=model, precision=precision, backend=backend)
             grid[(label, model)] = _cell(point, point[metric] if point is not None else math.nan, sig, notes)
     labels = ([RAW] if len(raw) else []) + [r[0] for r in rows]
-    gpu = metric == "gpu_ms_median"
+    gpu = metric == GPU_MS
     values, cells = _frames(grid, labels, models, f"median {'GPU compute' if gpu else 'latency'} (ms)")
     plain = [_raw_note(raw)] if len(raw) else []
     what = f"median {FIGURE_WORDS[metric]} per call (ms)"
@@ -261,9 +264,9 @@ def speedup_table(points: pd.DataFrame, device: str, input_shape: str) -> Table:
 
 def conversion_table(points: pd.DataFrame, device: str, input_shape: str) -> Table:
     """Conversion (build) time per cell; cells served from the engine cache are marked."""
-    return _metric_table(points, device, input_shape, "convert_s", sig, "convert", "conversion time (s)",
+    return _metric_table(points, device, input_shape, CONVERT_S, sig, "convert", "conversion time (s)",
                          "conversion (s)",
-                         (lambda p: p["convert_cache_hit"] == 1, "conversion cache hit: a cached engine was loaded, "
+                         (lambda p: p[CONVERT_CACHE_HIT] == 1, "conversion cache hit: a cached engine was loaded, "
                                                                   "not built"))
 
 
@@ -279,12 +282,12 @@ def accuracy_table(points: pd.DataFrame, device: str, input_shape: str) -> Table
     tasks = set(sub.loc[~is_raw(sub), "task"])
     agreement = {"classification": "top-1", "segmentation": "pixel"}
     agree_header = f"{' / '.join(agreement.get(t, t) for t in sorted(tasks)) or 'top-1'} agreement (%)"
-    columns = {"median (ms)": ("latency_ms_median", sig), "speed-up (×)": ("speedup", fmt_ratio),
-               "rel. L2 error": ("acc_rel_l2_err", fmt_err), agree_header: (None, fmt_pct)}
-    sub = sub.assign(top1_drop=100 * (sub["acc_top1"] - sub["ref_top1"]),
-                     miou_drop=100 * (sub["acc_miou"] - sub["ref_miou"]))
-    labelled = {"top-1 (%)": ("acc_top1", fmt_pct), "top-1 vs fp32 (points)": ("top1_drop", fmt_points),
-                "mIoU (%)": ("acc_miou", fmt_pct), "mIoU vs fp32 (points)": ("miou_drop", fmt_points)}
+    columns = {"median (ms)": (LATENCY_MS, sig), "speed-up (×)": ("speedup", fmt_ratio),
+               "rel. L2 error": (ACC_REL_L2_ERR, fmt_err), agree_header: (None, fmt_pct)}
+    sub = sub.assign(top1_drop=100 * (sub[ACC_TOP1] - sub[REF_TOP1]),
+                     miou_drop=100 * (sub[ACC_MIOU] - sub[REF_MIOU]))
+    labelled = {"top-1 (%)": (ACC_TOP1, fmt_pct), "top-1 vs fp32 (points)": ("top1_drop", fmt_points),
+                "mIoU (%)": (ACC_MIOU, fmt_pct), "mIoU vs fp32 (points)": ("miou_drop", fmt_points)}
     extra = {column: spec for column, spec in labelled.items() if sub[spec[0]].notna().any()}
     columns.update(extra)
     notes, index, value_rows, cell_rows = _Notes(), [], [], []
@@ -297,7 +300,7 @@ def accuracy_table(points: pd.DataFrame, device: str, input_shape: str) -> Table
             pairs = []
             for metric, fmt in columns.values():
                 if metric is None:
-                    metric = "acc_top1_agreement" if point["task"] == "classification" else "acc_pixel_agreement"
+                    metric = ACC_TOP1_AGREEMENT if point["task"] == "classification" else ACC_PIXEL_AGREEMENT
                 pairs.append(_cell(point, point[metric], fmt, notes, timed=metric in TIMED))
             value_rows.append([v for v, _ in pairs])
             cell_rows.append([t for _, t in pairs])
@@ -318,11 +321,11 @@ def accuracy_table(points: pd.DataFrame, device: str, input_shape: str) -> Table
 
 
 def cross_device_table(points: pd.DataFrame, precision: str, input_shape: str, backend: str | None = None,
-                       speedup: bool = False, metric: str = "latency_ms_median") -> Table:
+                       speedup: bool = False, metric: str = LATENCY_MS) -> Table:
     """Devices side by side for one precision (or ``raw``): median ms, or speed-up over each device's own Raw;
     ``metric``: end-to-end latency or GPU compute time."""
     raw = raw_baseline(points[points["input_shape"] == input_shape], metric)
-    figure = "GPU compute" if metric == "gpu_ms_median" else "latency"
+    figure = "GPU compute" if metric == GPU_MS else "latency"
     notes, grid = _Notes(), {}
     if precision == "raw":
         if speedup:
@@ -354,7 +357,7 @@ def cross_device_table(points: pd.DataFrame, precision: str, input_shape: str, b
         plain = [_raw_note(raw)] if speedup and len(raw) else []
     values, cells = _frames(grid, rows, models, "speed-up (×)" if speedup else "median (ms)")
     values.index.name = cells.index.name = f"device: {'speed-up (×)' if speedup else 'median (ms)'}"
-    kind = ("cross_gpu_" if metric == "gpu_ms_median" else "cross_") + ("speedup" if speedup else "latency")
+    kind = ("cross_gpu_" if metric == GPU_MS else "cross_") + ("speedup" if speedup else "latency")
     suffix = f"_{backend}" if backend else ""
     return Table(f"{kind}_{precision}{suffix}_{slug(input_label(input_shape))}",
                  f"All devices: {what}, input {describe_input(input_shape)}"
@@ -368,8 +371,8 @@ def device_tables(points: pd.DataFrame) -> list[Table]:
     for device, shape in sorted(set(zip(points["device"], points["input_shape"])),
                                 key=lambda ds: (ds[0], _shape_key(ds[1]))):
         tables.append(blog_table(points, device, shape))
-        if _device_points(points, device, shape)["gpu_ms_median"].notna().any():
-            tables.append(blog_table(points, device, shape, "gpu_ms_median"))
+        if _device_points(points, device, shape)[GPU_MS].notna().any():
+            tables.append(blog_table(points, device, shape, GPU_MS))
         if (~is_raw(_device_points(points, device, shape))).any():
             tables += [speedup_table(points, device, shape), accuracy_table(points, device, shape),
                        conversion_table(points, device, shape)]
@@ -396,9 +399,9 @@ def cross_device_tables(points: pd.DataFrame, precisions: list[str] | None = Non
                 continue
             tables += [cross_device_table(points, precision, shape, backend),
                        cross_device_table(points, precision, shape, backend, speedup=True)]
-            if candidates.groupby("device")["gpu_ms_median"].count().gt(0).sum() >= 2:
-                tables += [cross_device_table(points, precision, shape, backend, metric="gpu_ms_median"),
-                           cross_device_table(points, precision, shape, backend, True, "gpu_ms_median")]
+            if candidates.groupby("device")[GPU_MS].count().gt(0).sum() >= 2:
+                tables += [cross_device_table(points, precision, shape, backend, metric=GPU_MS),
+                           cross_device_table(points, precision, shape, backend, True, GPU_MS)]
     return tables
 
 
@@ -427,7 +430,7 @@ def batch_table(points: pd.DataFrame, device: str, model: str, size: str, metric
     batches = sorted(set(group["input_shape"].map(_batch)))
     notes, grid = _Notes(), {}
     rows = batch_rows(group)
-    fmt = (lambda v: f"{v:,.0f}") if metric == "throughput_ips" else sig  # noqa: E731
+    fmt = (lambda v: f"{v:,.0f}") if metric == THROUGHPUT else sig  # noqa: E731
     for label, precision, backend in rows:
         for batch in batches:
             point = find_point(group, precision=precision, backend=backend, input_shape=f"{batch}x3x{size}")
@@ -436,7 +439,7 @@ def batch_table(points: pd.DataFrame, device: str, model: str, size: str, metric
     values, cells = _frames(grid, [r[0] for r in rows], batches, header)
     values.columns.name = cells.columns.name = "batch"
     lines = notes.lines()
-    if metric == "energy_mj_per_image":
+    if metric == ENERGY_MJ_PER_IMAGE:
         sources = sorted(set(group.loc[group[metric].notna(), "energy_source"].dropna()))
         lines.append("energy over each run's timed window from " + "; ".join(sources))
     return Table(f"{kind}_{slug(device)}_{slug(model)}_{size}",
@@ -446,9 +449,9 @@ def batch_table(points: pd.DataFrame, device: str, model: str, size: str, metric
 
 # metric -> (table name, what the table shows, column header)
 BATCH_METRICS = {
-    "throughput_ips": ("throughput", "images per second (batch x calls / wall time)", "img/s"),
-    "latency_ms_median": ("batchlatency", "latency per call (ms: window time / calls)", "ms per call"),
-    "energy_mj_per_image": ("energy", "energy per image (mJ: energy over the window / images)", "mJ per image"),
+    THROUGHPUT: ("throughput", "images per second (batch x calls / wall time)", "img/s"),
+    LATENCY_MS: ("batchlatency", "latency per call (ms: window time / calls)", "ms per call"),
+    ENERGY_MJ_PER_IMAGE: ("energy", "energy per image (mJ: energy over the window / images)", "mJ per image"),
 }
 
 
@@ -456,9 +459,9 @@ def batch_tables(points: pd.DataFrame) -> list[Table]:
     """Throughput, latency and (where measured) energy against the batch size, per device x model x input size of
     the throughput scenario."""
     sub = points[points["scenario"] == "throughput"]
-    with_energy = _curves(sub[sub["energy_mj_per_image"].notna()])
+    with_energy = _curves(sub[sub[ENERGY_MJ_PER_IMAGE].notna()])
     return [batch_table(points, *curve, metric) for curve in sorted(_curves(sub)) for metric in BATCH_METRICS
-            if metric != "energy_mj_per_image" or curve in with_energy]
+            if metric != ENERGY_MJ_PER_IMAGE or curve in with_energy]
 
 
 def _curves(points: pd.DataFrame) -> set[tuple[str, str, str]]:

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
+from bench.contract.names import BACKEND_VARIANT, CONVERT_CACHE_HIT, CONVERT_S, DEVICE_LABEL
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,10 +36,10 @@ def convert(overrides: list[str], store: str, cache: Path) -> dict:
                                 max_results=1)
     tags = run.data.tags
     compiler = tags.get("backend.compile.compiler_s")
-    return {"convert_s": run.data.metrics["convert_s"], "compiler_s": float(compiler) if compiler else None,
+    return {CONVERT_S: run.data.metrics[CONVERT_S], "compiler_s": float(compiler) if compiler else None,
             "import_s": tags.get("backend.compile.import_s", ""), "calls_s": tags.get("backend.compile.calls_s", ""),
-            "cache_hit": bool(run.data.metrics.get("convert_cache_hit", 0)), "variant": run.data.params.get(
-                "backend.variant"), "device": run.data.tags.get("device.label")}
+            "cache_hit": bool(run.data.metrics.get(CONVERT_CACHE_HIT, 0)), "variant": run.data.params.get(
+                BACKEND_VARIANT), "device": run.data.tags.get(DEVICE_LABEL)}
 
 
 def main() -> int:
@@ -61,14 +62,14 @@ def main() -> int:
           "one cache folder, fresh before the first run")
     print("convert_s = import_s (Inductor, Triton) + the first calls (calls_s: compile, then CUDA graph warm-up "
           "and recording); compiler_s is the compiler's share of the first call")
-    print(f"{'run':<28} {'convert_s':>9} {'import_s':>8} {'compiler_s':>10}  {'calls_s':<18} cache hit")
+    print(f"{'run':<28} {CONVERT_S:>9} {'import_s':>8} {'compiler_s':>10}  {'calls_s':<18} cache hit")
     for label, run in runs:
         compiler = run["compiler_s"]
-        print(f"{label:<28} {run['convert_s']:>9.2f} {run['import_s']:>8} "
+        print(f"{label:<28} {run[CONVERT_S]:>9.2f} {run['import_s']:>8} "
               f"{compiler if compiler is not None else float('nan'):>10.2f}  {run['calls_s']:<18} {run['cache_hit']}")
-    warm = [run["convert_s"] for label, run in runs[1:1 + args.warm]]
+    warm = [run[CONVERT_S] for label, run in runs[1:1 + args.warm]]
     if warm:
-        print(f"warm / cold = {statistics.median(warm) / first['convert_s']:.3f} "
+        print(f"warm / cold = {statistics.median(warm) / first[CONVERT_S]:.3f} "
               f"(median of {len(warm)} warm run(s); target <= 0.2)")
     return 0
 

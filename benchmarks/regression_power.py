@@ -25,10 +25,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from analysis.judge import SLOWER, Rules, judged_figure, latency_verdict  # noqa: E402
-from bench.store.record import CHILD, OK, ROLE, STATUS  # noqa: E402
+from bench.contract.names import CHILD, ROLE, STATUS  # noqa: E402
+from bench.contract.protocol import OK  # noqa: E402
+from bench.contract.names import DEVICE_LABEL, GPU_MS, LATENCY_MS
 
 SLOWDOWNS = (0.0, 0.05, 0.10, 0.20)
-FIGURES = ("latency_ms_median", "gpu_ms_median")
+FIGURES = (LATENCY_MS, GPU_MS)
 
 
 def process_rows(stores: list[Path]) -> dict[tuple[str, str], pd.DataFrame]:
@@ -46,7 +48,7 @@ def process_rows(stores: list[Path]) -> dict[tuple[str, str], pd.DataFrame]:
                     text = Path(client.download_artifacts(run.info.run_id, "repeats.csv")).read_text()
                 except Exception:  # noqa: BLE001 - a run recorded before repeats existed has no table
                     continue
-                key = (run.data.tags.get("device.label", "?"), run.info.run_name)
+                key = (run.data.tags.get(DEVICE_LABEL, "?"), run.info.run_name)
                 found.setdefault(key, []).append(pd.read_csv(io.StringIO(text)).assign(run=run.info.run_id))
     return {key: pd.concat(frames, ignore_index=True) for key, frames in found.items()}
 
@@ -100,7 +102,7 @@ def main() -> int:
     print("|---|---|---|---|---|" + "---|" * (len(SLOWDOWNS) - 1))
     for (device, name), rows in sorted(points.items()):
         rates = power(rows, rules, options.repeats, options.trials, options.seed)
-        figure = "gpu_ms_median" if "gpu_ms_median" in rows else "latency_ms_median"  # as judged_figure picks
+        figure = GPU_MS if GPU_MS in rows else LATENCY_MS  # as judged_figure picks
         print(f"| {device} | {name} | {len(rows)} | {figure} | {rates[0.0]:.1%} | "
               + " | ".join(f"{rates[s]:.1%}" for s in SLOWDOWNS[1:]) + " |")
     return 0

@@ -22,7 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.device.repeats import FIGURES  # noqa: E402
-from bench.store.record import CHILD, LABEL, OK, ROLE, STATUS, SWEEP_ID  # noqa: E402
+from bench.contract.names import CHILD, LABEL, ROLE, STATUS, SWEEP_ID  # noqa: E402
+from bench.contract.protocol import OK  # noqa: E402
+from bench.contract.names import RUN_NAME
 
 
 def run_sweeps(runs: int, store: Path, args: list[str]) -> list[tuple[str, float]]:
@@ -65,7 +67,7 @@ def _collect(store: Path, label: str, found: dict[str, list[dict]]) -> None:
                                       f"tags.`{SWEEP_ID}` = '{sweep_id}' and tags.`{ROLE}` = '{CHILD}'")
         for run in children:
             if run.data.tags.get(STATUS) == OK:
-                found.setdefault(run.data.tags["mlflow.runName"], []).append(dict(run.data.metrics))
+                found.setdefault(run.data.tags[RUN_NAME], []).append(dict(run.data.metrics))
 
 
 def summarise(points: dict[str, list[dict]]) -> list[dict]:

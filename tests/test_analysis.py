@@ -16,7 +16,7 @@ from analysis.render import render, table_markdown, table_text
 from analysis.report import main
 from analysis.tables import sig
 from bench.contract.errors import ConfigError
-from bench.store.record import FAILED, OK, SKIPPED
+from bench.contract.protocol import FAILED, OK, SKIPPED
 from bench.store.tracking import Store, redact
 from synthetic import measurement, record_sweep, tracking
 

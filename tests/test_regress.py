@@ -16,7 +16,7 @@ from analysis.judge import (ACCURACY, FASTER, MISSING, NEW_FAILURE, NOISE, SLOWE
 from analysis.regress import check_regressions, main
 from analysis.select import load_runs
 from bench.contract.errors import ConfigError
-from bench.store.record import FAILED
+from bench.contract.protocol import FAILED
 from bench.store.tracking import Store
 from synthetic import measurement, record_sweep, tracking
 

@@ -33,6 +33,10 @@ POINT_FAILURE, EXECUTOR_FAILURE = "point", "executor"
 # device; the controller then skips the larger batches of the same series).
 OUT_OF_MEMORY = "out of memory"
 
+# How spread is judged on both sides (a point's processes on the device, a series' nights in analysis): MAD times
+# this estimates the standard deviation of normally distributed values.
+MAD_SCALE = 1.4826
+
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 # The blog's seven models at the sizes it measured them (tables list models in this order).
 BLOG_SIZES = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import statistics
 
 from bench.contract.protocol import OK
+from bench.contract.names import LATENCY_MS, THROUGHPUT
 
 BOUND = 1.5  # a Raw this many times above or below the sweep's median for the same model is "gross"
 
@@ -26,7 +27,7 @@ def raw_figure(measurement: dict) -> float | None:
     plan, metrics = measurement["plan"], measurement["metrics"]
     if measurement["status"] != OK or plan["timing"]["include_copies"]:
         return None  # with copies, the Raw point times them and the other points' Raw does not
-    key = "throughput_ips" if plan["scenario"] == "throughput" else "latency_ms_median"
+    key = THROUGHPUT if plan["scenario"] == "throughput" else LATENCY_MS
     if plan["backend"]["name"] == "pytorch" and plan["precision"] == "fp32":
         return metrics.get(key)
     return metrics.get("raw_" + key) if plan["raw_baseline"] else None  # without Raw, raw_* is the variant's own

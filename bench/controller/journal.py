@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from bench.store.record import COMPLETE, INCOMPLETE
+from bench.contract.names import COMPLETE, INCOMPLETE
 from bench.store.tracking import process_gone, process_token
 
 JOURNAL_DIR = Path(os.environ.get("XDG_STATE_HOME", "~/.local/state")).expanduser() / "trt-bench" / "journal"

@@ -32,6 +32,8 @@ from bench.controller.plan import Grid, make_grid
 from bench.store.spool import DEFAULT_SPOOL_DIR, Spool
 from bench.store.tracking import SERVER_ERRORS, Store, check_uri, error_line, file_lock, link, redact, \
     tracking_uri
+from bench.contract.names import DEVICE_LABEL, HOST_NAME, TIMING_UNSTABLE
+from bench.contract import names
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +142,7 @@ def _sweep_id(grid: Grid, store: Store, journal: Journal, pinned: str | None) ->
         return found["id"]
     latest = store.latest_sweep(grid.key) if store.online else \
         journal.latest_sweep(grid.key, store.uri, store.experiment)
-    if latest and (grid.resume == "last" or latest[1] == record.INCOMPLETE):
+    if latest and (grid.resume == "last" or latest[1] == names.INCOMPLETE):
         log.info("resuming sweep %s (%s) of the same grid (resume=new starts afresh)", latest[0], latest[1])
         return latest[0]
     return uuid.uuid4().hex
@@ -186,7 +188,7 @@ def _save(context: SweepContext, measurement: dict) -> str:
                     else f" --spool {context.spool.folder}")
         where = f"the spool ({entry})"
     if context.sweep is not None:
-        host = measurement["tags"].get("host.name", "")
+        host = measurement["tags"].get(HOST_NAME, "")
         context.journal.point(context.sweep["id"], point_key(measurement["plan"], host), measurement["status"])
     return where
 
@@ -286,7 +288,7 @@ def _open_sweep(grid: Grid, context: SweepContext, outcome: Outcome, pinned: str
 
 
 def _measure_all(plans: list[dict], facts: dict, device: Device, context: SweepContext, outcome: Outcome) -> None:
-    host = facts["host"]["host.name"]
+    host = facts["host"][HOST_NAME]
     baselines = Baselines()
     too_big: dict[str, int] = {}  # series (a point without its batch size) -> the smallest batch that did not fit
     for index, plan in enumerate(plans, 1):
@@ -298,7 +300,7 @@ def _measure_all(plans: list[dict], facts: dict, device: Device, context: SweepC
             log.info("[%d/%d] %s: already recorded in this sweep (%s); skipped", index, len(plans), name, where)
             outcome.already += 1
             continue
-        tags = {"host.name": host, "device.label": plan["resolution"]["device_label"]}
+        tags = {HOST_NAME: host, DEVICE_LABEL: plan["resolution"]["device_label"]}
         series, batch = series_name(plan), plan["input"]["batch_size"]
         if batch > too_big.get(series, batch):
             measurement = skipped_measurement(plan, f"{OUT_OF_MEMORY}: batch {too_big[series]} of this series did "
@@ -340,7 +342,7 @@ def _measure_checked(device: Device, plan: dict, tags: dict, baselines: Baseline
         log.warning("%s: %s", shown, second)
         measurement, first = again, f"{second} (first attempt: {first})"
     details = measurement["details"]
-    details["timing.unstable"] = "; ".join(filter(None, (details.get("timing.unstable"), first)))
+    details[TIMING_UNSTABLE] = "; ".join(filter(None, (details.get(TIMING_UNSTABLE), first)))
     return measurement
 
 

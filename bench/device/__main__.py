@@ -22,6 +22,7 @@ from bench.contract.errors import OneLineParser
 from bench.contract.protocol import FAILED, OK, SKIPPED, PlanError, point_key, point_name, read_plans
 from bench.device.worker import collect_facts, configure_logging, measure_plan, resolve_plans, run_in_child, \
     serve_stdio
+from bench.contract.names import HOST_NAME, LATENCY_MS
 
 log = logging.getLogger("bench.device")
 
@@ -33,7 +34,7 @@ class BadInput(Exception):
 def check_facts(facts: dict) -> None:
     if "missing" in facts:
         raise BadInput("{} (Python {} at {}) cannot measure: {} is not installed".format(
-            facts["host"]["host.name"], facts["python"], facts["executable"], facts["missing"]))
+            facts["host"][HOST_NAME], facts["python"], facts["executable"], facts["missing"]))
 
 
 def recorded(out: str) -> set:
@@ -46,7 +47,7 @@ def recorded(out: str) -> set:
             except ValueError:
                 continue
             plan = measurement["plan"]
-            keys.add(((plan.get("sweep") or {}).get("id"), point_key(plan, measurement["tags"].get("host.name", ""))))
+            keys.add(((plan.get("sweep") or {}).get("id"), point_key(plan, measurement["tags"].get(HOST_NAME, ""))))
     return keys
 
 
@@ -73,7 +74,7 @@ def measure_file(path: str, out: str) -> int:
         raise BadInput("{} plan {} of {}: {}{}".format(path, bad[0][0], len(plans), bad[0][1],
                                                        " ({} more bad plan(s))".format(len(bad) - 1) if len(bad) > 1
                                                        else ""))
-    host = facts["host"]["host.name"]
+    host = facts["host"][HOST_NAME]
     done = recorded(out)
     resolved = [point["plan"] for point in reply["points"]]
     todo = [plan for plan in resolved if ((plan.get("sweep") or {}).get("id"), point_key(plan, host)) not in done]
@@ -88,7 +89,7 @@ def measure_file(path: str, out: str) -> int:
         entry = results.write_entry(out, measurement)
         counts[measurement["status"]] += 1
         summary = measurement["reason"] if measurement["status"] != OK else "median {:.3g} ms".format(
-            measurement["metrics"]["latency_ms_median"])
+            measurement["metrics"][LATENCY_MS])
         log.info("[%d/%d] %s: %s (%s); written to %s", index, len(todo), name, measurement["status"], summary, entry)
     print(f"{len(todo)} measured ({counts[OK]} ok, {counts[SKIPPED]} skipped, {counts[FAILED]} failed), "
           f"{len(resolved) - len(todo)} already in {out}; upload: python -m bench.store.sync --spool {out}")

@@ -11,6 +11,9 @@ import torch
 from bench.device import images
 from bench.contract.errors import ConfigError
 from bench.device.models import CLASSIFICATION
+from bench.contract.names import (
+    ACCURACY_INPUTS, ACCURACY_LABELLED, ACC_COSINE, ACC_IMAGES, ACC_MAX_ABS_ERR, ACC_MIOU, ACC_MIOU_VS_REF,
+    ACC_NONFINITE, ACC_PIXEL_AGREEMENT, ACC_REL_L2_ERR, ACC_TOP1_AGREEMENT, REF_MIOU)
 
 IGNORE_LABEL = 255  # segmentation masks: pixels that count for nothing (VOC's border)
 
@@ -30,9 +33,9 @@ def random_inputs(accuracy: dict, shape) -> Inputs:
     generator = torch.Generator().manual_seed(accuracy["seed"])
     batches = [torch.randn(shape, generator=generator) for _ in range(accuracy["batches"])]
     return Inputs(batches, len(batches) * shape[0], None, None,
-                  {"accuracy.inputs": "random normal, seed {}, {} batch(es): agreement with eager fp32 only, "
+                  {ACCURACY_INPUTS: "random normal, seed {}, {} batch(es): agreement with eager fp32 only, "
                                       "no accuracy".format(accuracy["seed"], accuracy["batches"]),
-                   "accuracy.labelled": "false"}, [])
+                   ACCURACY_LABELLED: "false"}, [])
 
 
 def folder_images(plan: dict) -> images.ImageSet:
@@ -78,10 +81,10 @@ def folder_inputs(plan: dict, shape, recipe: images.Preset, task: str) -> Inputs
     count = len(tensors)
     padded = tensors + [tensors[-1]] * (-count % batch)
     batches = [torch.stack(padded[i:i + batch]) for i in range(0, len(padded), batch)]
-    details = {"accuracy.inputs": "folder {}: {} image(s){}{}, {}".format(
+    details = {ACCURACY_INPUTS: "folder {}: {} image(s){}{}, {}".format(
         found.folder, count, ", {} skipped (did not decode)".format(skipped) if skipped else "",
         ", labels from {}".format(found.layout) if labels is not None else ", no labels",
-        recipe.describe(height, width)), "accuracy.labelled": "true" if labels or masks else "false",
+        recipe.describe(height, width)), ACCURACY_LABELLED: "true" if labels or masks else "false",
         "accuracy.folder": found.folder}
     return Inputs(batches, count, labels, masks, details, used)
 
@@ -104,15 +107,15 @@ def compare(reference: List[torch.Tensor], outputs: List[torch.Tensor], task: st
     cosine = torch.nn.functional.cosine_similarity(torch.where(finite, out, zeros).flatten(), ref.flatten(), dim=0)
     agreement = (out.argmax(dim=1) == ref.argmax(dim=1)).double().mean()
     found = {
-        "acc_max_abs_err": float(diff.abs().max()),
-        "acc_rel_l2_err": float(diff.norm() / ref.norm().clamp_min(1e-30)),
-        "acc_cosine": float(cosine),
-        ("acc_top1_agreement" if task == CLASSIFICATION else "acc_pixel_agreement"): float(agreement),
-        "acc_nonfinite": float(nonfinite),
-        "acc_images": float(count),
+        ACC_MAX_ABS_ERR: float(diff.abs().max()),
+        ACC_REL_L2_ERR: float(diff.norm() / ref.norm().clamp_min(1e-30)),
+        ACC_COSINE: float(cosine),
+        (ACC_TOP1_AGREEMENT if task == CLASSIFICATION else ACC_PIXEL_AGREEMENT): float(agreement),
+        ACC_NONFINITE: float(nonfinite),
+        ACC_IMAGES: float(count),
     }
     if task != CLASSIFICATION:
-        found["acc_miou_vs_ref"] = mean_iou(out.argmax(dim=1), ref.argmax(dim=1), ref.shape[1])
+        found[ACC_MIOU_VS_REF] = mean_iou(out.argmax(dim=1), ref.argmax(dim=1), ref.shape[1])
     return found
 
 
@@ -140,8 +143,8 @@ def labelled(reference: List[torch.Tensor], outputs: List[torch.Tensor], inputs:
             found["ref_top{}".format(k)] = topk(ref, labels, k)
     if inputs.masks is not None:
         masks = torch.stack(inputs.masks)
-        found["acc_miou"] = mean_iou(out.argmax(dim=1), masks, out.shape[1])
-        found["ref_miou"] = mean_iou(ref.argmax(dim=1), masks, ref.shape[1])
+        found[ACC_MIOU] = mean_iou(out.argmax(dim=1), masks, out.shape[1])
+        found[REF_MIOU] = mean_iou(ref.argmax(dim=1), masks, ref.shape[1])
     return found
 
 

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 from typing import Dict, Optional, Tuple
+from bench.contract.names import CPU_MODEL, DEVICE_CC, DEVICE_KIND, DEVICE_LABEL, DEVICE_NAME, HOST_NAME
 
 # Distribution names whose versions every measurement records.
 PACKAGES = ("torch", "torchvision", "numpy", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu", "tensorrt",
@@ -96,9 +97,9 @@ def jetson() -> Dict[str, str]:
 def host_facts() -> Dict[str, str]:
     """Tags every measurement on this machine shares, whatever device it used."""
     facts = {
-        "cpu.model": cpu_model(),
+        CPU_MODEL: cpu_model(),
         "cpu.count": str(os.cpu_count()),
-        "host.name": socket.gethostname(),
+        HOST_NAME: socket.gethostname(),
         "host.os": platform.platform(),
         "host.arch": platform.machine(),
         "sw.python": platform.python_version(),
@@ -114,8 +115,8 @@ def cuda_facts(index: int) -> Dict[str, str]:
 
     props = torch.cuda.get_device_properties(index)
     facts = {
-        "device.name": props.name,
-        "device.cc": "{}.{}".format(props.major, props.minor),
+        DEVICE_NAME: props.name,
+        DEVICE_CC: "{}.{}".format(props.major, props.minor),
         "device.memory_gb": "{:.1f}".format(props.total_memory / 2 ** 30),
         "device.sm_count": str(props.multi_processor_count),
         "device.cuda": str(torch.version.cuda),
@@ -130,18 +131,18 @@ def cuda_facts(index: int) -> Dict[str, str]:
 
 def device_label(host: Dict[str, str], cuda: Optional[Dict[str, str]]) -> str:
     """How tables name a device: the Jetson's model, else the GPU's name, else the CPU's model."""
-    return host.get("jetson.model") or (cuda["device.name"] if cuda else host["cpu.model"])
+    return host.get("jetson.model") or (cuda[DEVICE_NAME] if cuda else host[CPU_MODEL])
 
 
 def device_tags(device: str, host: Dict[str, str], cuda: Optional[Dict[str, str]]) -> Dict[str, str]:
     """The tags of a measurement on ``device`` ("cpu" or "cuda:N"); ``device.label`` names it in tables."""
     tags = dict(host)
-    tags["device.kind"] = "cuda" if device.startswith("cuda") else "cpu"
+    tags[DEVICE_KIND] = "cuda" if device.startswith("cuda") else "cpu"
     if cuda:
         tags.update(cuda)
     else:
-        tags["device.name"] = host["cpu.model"]
-    tags["device.label"] = device_label(host, cuda)
+        tags[DEVICE_NAME] = host[CPU_MODEL]
+    tags[DEVICE_LABEL] = device_label(host, cuda)
     return tags
 
 

@@ -20,6 +20,10 @@ from bench.device.backends.base import ConversionRequest, Converted, Target, dig
 from bench.device.models import CLASSIFICATION, build_model
 from bench.contract.protocol import FAILED, OK, OUT_OF_MEMORY, POINT_FAILURE, SKIPPED, new_measurement, now_ms
 from bench.device.resolve import cache_dir, input_shape, resolve_target, skip_reason
+from bench.contract.names import (
+    CONVERT_CACHE_HIT, CONVERT_S, ENERGY_SOURCE, GPU_MS, GPU_SPEEDUP, LATENCY_MS, LATENCY_MS_MEAN,
+    PEAK_CUDA_MEM_MB, PEAK_RSS_MB, RAW_GPU_MS, RAW_LATENCY_MS, RAW_THROUGHPUT, THROUGHPUT, THROUGHPUT_SPEEDUP,
+    TIMING_CONDITIONS, TIMING_GPU, TIMING_LATENCY, TIMING_METHOD)
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +106,12 @@ def _convert(plan: dict, model: torch.nn.Module, example: torch.Tensor, target: 
     start = time.perf_counter()
     converted = backend.convert(request)
     _synchronizer(target)()
-    metrics["convert_s"] = time.perf_counter() - start
+    metrics[CONVERT_S] = time.perf_counter() - start
     if converted.cache_hit is not None:
-        metrics["convert_cache_hit"] = float(converted.cache_hit)
+        metrics[CONVERT_CACHE_HIT] = float(converted.cache_hit)
     details.update({"backend." + key: value for key, value in converted.details.items()})
     measurement["events"].extend(converted.cache_events)
-    log.info("converted in %.1f s%s", metrics["convert_s"], " (cache hit)" if converted.cache_hit else "")
+    log.info("converted in %.1f s%s", metrics[CONVERT_S], " (cache hit)" if converted.cache_hit else "")
     return converted
 
 
@@ -128,7 +132,7 @@ def _time(plan: dict, model: torch.nn.Module, converted: Converted, raw_input: t
                                    torch.cuda.current_stream(target.device) if target.is_cuda else None))
     log.info("timing %s%s (%s scenario)", plan["resolution"]["variant"],
              " and the raw baseline (eager fp32) in alternating rounds" if len(series) > 1 else "", scenario)
-    meter, details["energy.source"] = (None, "off: energy=off") if plan["energy"] == "off" else \
+    meter, details[ENERGY_SOURCE] = (None, "off: energy=off") if plan["energy"] == "off" else \
         sensors.energy_meter(plan["device"])
     before = sensors.device_state(plan["device"])
     with torch.no_grad():
@@ -139,24 +143,24 @@ def _time(plan: dict, model: torch.nn.Module, converted: Converted, raw_input: t
     details.update({"state.after." + key: after[key] for key in after if after[key] != before.get(key)})
     conditions = sensors.load_conditions(before, after)
     if conditions:
-        details["timing.conditions"] = "; ".join(conditions)
+        details[TIMING_CONDITIONS] = "; ".join(conditions)
     measured, raw = timed["variant"], timed.get("raw", timed["variant"])
     metrics.update(measured.stats())
     raw_stats = raw.stats()
-    for key in ("latency_ms_median", "latency_ms_mean", "gpu_ms_median", "throughput_ips"):
+    for key in (LATENCY_MS, LATENCY_MS_MEAN, GPU_MS, THROUGHPUT):
         if key in raw_stats:
             metrics["raw_" + key] = raw_stats[key]
-    metrics["speedup"] = metrics["raw_latency_ms_median"] / metrics["latency_ms_median"]
-    if "gpu_ms_median" in metrics and "raw_gpu_ms_median" in metrics:
-        metrics["gpu_speedup"] = metrics["raw_gpu_ms_median"] / metrics["gpu_ms_median"]
+    metrics["speedup"] = metrics[RAW_LATENCY_MS] / metrics[LATENCY_MS]
+    if GPU_MS in metrics and RAW_GPU_MS in metrics:
+        metrics[GPU_SPEEDUP] = metrics[RAW_GPU_MS] / metrics[GPU_MS]
     if scenario == "throughput":
-        metrics["throughput_speedup"] = metrics["throughput_ips"] / metrics["raw_throughput_ips"]
+        metrics[THROUGHPUT_SPEEDUP] = metrics[THROUGHPUT] / metrics[RAW_THROUGHPUT]
     else:
-        metrics.pop("raw_throughput_ips", None)
-    details["timing.method"] = measured.method
-    details["timing.latency"] = timing.method_description(measured.method, include_copies and target.is_cuda)
+        metrics.pop(RAW_THROUGHPUT, None)
+    details[TIMING_METHOD] = measured.method
+    details[TIMING_LATENCY] = timing.method_description(measured.method, include_copies and target.is_cuda)
     if target.is_cuda:
-        details["timing.gpu"] = timing.GPU_DESCRIPTION if measured.has_gpu else \
+        details[TIMING_GPU] = timing.GPU_DESCRIPTION if measured.has_gpu else \
             "unavailable: " + (measured.gpu_unavailable or "not timed")
     measurement["latencies_ms"] = measured.latencies_ms.tolist()
     measurement["raw_latencies_ms"] = raw.latencies_ms.tolist()  # the Raw point's own calls are its baseline's
@@ -210,9 +214,9 @@ def _measure(plan: dict, measurement: dict, first: bool) -> None:
         if checked.files:
             measurement["artifacts"]["predictions.csv"] = accuracy.predictions_csv(reference, outputs, checked, task)
     _time(plan, model, converted, inputs[0], target, measurement)
-    metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    metrics[PEAK_RSS_MB] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if target.is_cuda:
-        metrics["peak_cuda_mem_mb"] = torch.cuda.max_memory_allocated(target.device) / 2 ** 20
+        metrics[PEAK_CUDA_MEM_MB] = torch.cuda.max_memory_allocated(target.device) / 2 ** 20
     details.update(_tf32_settings())
 
 

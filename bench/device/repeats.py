@@ -21,14 +21,18 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from bench.device.timing import call_stats
+from bench.contract.protocol import MAD_SCALE
+from bench.contract.names import (
+    CONVERT_S, ENERGY_MJ, ENERGY_MJ_PER_IMAGE, GPU_CV, GPU_HOLD_FRACTION, GPU_MS, GPU_MS_P90, GPU_MS_P99,
+    GPU_SPEEDUP, LATENCY_CV, LATENCY_MS, POWER_W_MEAN, RAW_GPU_MS, RAW_LATENCY_MS, RAW_LATENCY_MS_MEAN,
+    RAW_THROUGHPUT, THROUGHPUT, THROUGHPUT_SPEEDUP, TIMING_GPU, TIMING_UNSTABLE)
 
-MAD_SCALE = 1.4826  # MAD x this estimates the standard deviation of normally distributed values
 # Figures summarised across processes: metric -> the stem of its interval and spread metrics.
-FIGURES = {"latency_ms_median": "latency_ms", "gpu_ms_median": "gpu_ms", "speedup": "speedup",
-           "gpu_speedup": "gpu_speedup", "throughput_ips": "throughput_ips", "throughput_speedup": "throughput_speedup"}
+FIGURES = {LATENCY_MS: "latency_ms", GPU_MS: "gpu_ms", "speedup": "speedup",
+           GPU_SPEEDUP: GPU_SPEEDUP, THROUGHPUT: THROUGHPUT, THROUGHPUT_SPEEDUP: THROUGHPUT_SPEEDUP}
 # Per-process figures whose median across processes is the point's (no interval of their own).
-MEDIANS = ("raw_latency_ms_median", "raw_latency_ms_mean", "raw_gpu_ms_median", "raw_throughput_ips",
-           "gpu_ms_p90", "gpu_ms_p99", "gpu_cv", "energy_mj", "power_w_mean", "energy_mj_per_image")
+MEDIANS = (RAW_LATENCY_MS, RAW_LATENCY_MS_MEAN, RAW_GPU_MS, RAW_THROUGHPUT,
+           GPU_MS_P90, GPU_MS_P99, GPU_CV, ENERGY_MJ, POWER_W_MEAN, ENERGY_MJ_PER_IMAGE)
 CALL_SERIES = ("latencies_ms", "raw_latencies_ms", "gpu_ms", "raw_gpu_ms")  # per-call figures, kept per process
 
 
@@ -102,9 +106,9 @@ def _per_process(measurement: dict, index: int) -> Dict[str, float]:
     """One process's own figures, as the repeats table lists them."""
     metrics = measurement["metrics"]
     row = {"process": float(index), "pid": float(measurement["details"].pop("process.pid", 0))}
-    for key in ("latency_ms_median", "raw_latency_ms_median", "gpu_ms_median", "raw_gpu_ms_median", "speedup",
-                "gpu_speedup", "throughput_ips", "throughput_speedup", "latency_cv", "gpu_hold_fraction",
-                "iterations", "convert_s"):
+    for key in (LATENCY_MS, RAW_LATENCY_MS, GPU_MS, RAW_GPU_MS, "speedup",
+                GPU_SPEEDUP, THROUGHPUT, THROUGHPUT_SPEEDUP, LATENCY_CV, GPU_HOLD_FRACTION,
+                "iterations", CONVERT_S):
         if key in metrics:
             row[key] = float(metrics[key])
     return row
@@ -117,12 +121,12 @@ def combine(measurements: List[dict], timing: dict) -> dict:
     metrics, details = first["metrics"], first["details"]
     rows = [_per_process(m, index) for index, m in enumerate(measurements, 1)]
     common = lambda key: all(key in m["metrics"] for m in measurements)  # noqa: E731
-    if not common("gpu_ms_median"):  # a figure some processes could not measure is no figure of the point
-        held = sum("gpu_ms_median" in m["metrics"] for m in measurements)
+    if not common(GPU_MS):  # a figure some processes could not measure is no figure of the point
+        held = sum(GPU_MS in m["metrics"] for m in measurements)
         for key in [key for key in metrics if key.startswith(("gpu_", "raw_gpu_"))]:
             del metrics[key]
         if held:
-            details["timing.gpu"] = "unavailable: the stream was held in too few calls in {} of {} processes".format(
+            details[TIMING_GPU] = "unavailable: the stream was held in too few calls in {} of {} processes".format(
                 n - held, n)
         for m in measurements:
             m["gpu_ms"], m["raw_gpu_ms"] = [], []
@@ -134,7 +138,7 @@ def combine(measurements: List[dict], timing: dict) -> dict:
     metrics.update(call_stats(np.concatenate([np.asarray(m["latencies_ms"], dtype=float) for m in measurements])))
     metrics["iterations"] = float(sum(m["metrics"]["iterations"] for m in measurements))
     unstable = []
-    headline = "throughput_ips" if first["plan"]["scenario"] == "throughput" else "latency_ms_median"
+    headline = THROUGHPUT if first["plan"]["scenario"] == "throughput" else LATENCY_MS
     for key, stem in FIGURES.items():
         if not common(key):
             metrics.pop(key, None)
@@ -146,7 +150,7 @@ def combine(measurements: List[dict], timing: dict) -> dict:
             metrics[stem + "_spread"] = max(values) / min(values)
             spread = dispersion(values)
             if key == headline and spread > timing["unstable_spread"] > 0:
-                what = "end-to-end latencies" if key == "latency_ms_median" else "throughputs"
+                what = "end-to-end latencies" if key == LATENCY_MS else "throughputs"
                 unstable.append("{} processes' {} disagree: robust spread {:.1%} of the median (1.4826 x MAD) above "
                                 "{:.0%}".format(n, what, spread, timing["unstable_spread"]))
         else:
@@ -162,7 +166,7 @@ def combine(measurements: List[dict], timing: dict) -> dict:
         "judged from {} processes: robust spread within {:.0%}".format(n, timing["unstable_spread"]) if n > 1
         else "not judged: one process (timing.repeats=1)")
     if unstable:
-        details["timing.unstable"] = unstable[0]
+        details[TIMING_UNSTABLE] = unstable[0]
     first["calls_per_process"] = {}
     for key in CALL_SERIES:
         first["calls_per_process"][key] = [len(m[key]) for m in measurements]
@@ -173,7 +177,7 @@ def combine(measurements: List[dict], timing: dict) -> dict:
 
 def _single_interval(measurement: dict, key: str, level: float) -> Tuple[Optional[float], Optional[float]]:
     """With one process: the interval of its median latency from its calls (speed-ups get none)."""
-    calls = {"latency_ms_median": measurement["latencies_ms"], "gpu_ms_median": measurement["gpu_ms"]}.get(key)
+    calls = {LATENCY_MS: measurement["latencies_ms"], GPU_MS: measurement["gpu_ms"]}.get(key)
     if not calls or measurement["plan"]["scenario"] == "throughput":
         return None, None
     return median_interval(calls, level)

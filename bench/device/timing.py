@@ -24,6 +24,10 @@ import time
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
+from bench.contract.names import (
+    ENERGY_MJ, ENERGY_MJ_PER_IMAGE, GPU_CV, GPU_HOLD_FRACTION, GPU_MS, GPU_MS_P90, GPU_MS_P99, ITERATIONS, LATENCY_CV,
+    LATENCY_MS, LATENCY_MS_MAX, LATENCY_MS_MEAN, LATENCY_MS_MIN, LATENCY_MS_P90, LATENCY_MS_P95, LATENCY_MS_P99,
+    LATENCY_MS_STD, POWER_W_MEAN, THROUGHPUT)
 
 # Python 3.6 has no perf_counter_ns; perf_counter has the same clock at float resolution.
 HOST_CLOCK = "perf_counter_ns" if hasattr(time, "perf_counter_ns") else "perf_counter"
@@ -78,23 +82,23 @@ class Timing:
 
     def stats(self) -> Dict[str, float]:
         lat = self.latencies_ms
-        stats = dict(call_stats(lat), latency_ms_median=float(np.median(lat)), iterations=float(self.calls))
+        stats = dict(call_stats(lat), **{LATENCY_MS: float(np.median(lat)), ITERATIONS: float(self.calls)})
         if self.scenario == "throughput":
             # images over the wall time of every window, never a mean of per-window rates
-            stats["throughput_ips"] = self.batch_size * self.calls / self.wall_s
+            stats[THROUGHPUT] = self.batch_size * self.calls / self.wall_s
             stats["windows"] = float(lat.size)
         else:
-            stats["throughput_ips"] = self.batch_size * 1000.0 / stats["latency_ms_mean"]
+            stats[THROUGHPUT] = self.batch_size * 1000.0 / stats[LATENCY_MS_MEAN]
         if self.has_gpu:
             gpu = self.gpu_ms
-            stats.update(gpu_ms_median=float(np.median(gpu)), gpu_ms_p90=float(np.percentile(gpu, 90)),
-                         gpu_ms_p99=float(np.percentile(gpu, 99)),
-                         gpu_cv=float(gpu.std(ddof=1) / gpu.mean()) if gpu.size > 1 else 0.0,
-                         gpu_hold_fraction=gpu.size / float(self.gpu_attempts))
+            stats.update({GPU_MS: float(np.median(gpu)), GPU_MS_P90: float(np.percentile(gpu, 90)),
+                          GPU_MS_P99: float(np.percentile(gpu, 99)),
+                          GPU_CV: float(gpu.std(ddof=1) / gpu.mean()) if gpu.size > 1 else 0.0,
+                          GPU_HOLD_FRACTION: gpu.size / float(self.gpu_attempts)})
         if self.energy is not None:
             energy_mj, power_w = self.energy
-            stats.update(energy_mj=energy_mj, power_w_mean=power_w,
-                         energy_mj_per_image=energy_mj / (self.calls * self.batch_size))
+            stats.update({ENERGY_MJ: energy_mj, POWER_W_MEAN: power_w,
+                          ENERGY_MJ_PER_IMAGE: energy_mj / (self.calls * self.batch_size)})
         return stats
 
 
@@ -103,9 +107,9 @@ def call_stats(latencies: np.ndarray) -> Dict[str, float]:
     mean = float(latencies.mean())
     std = float(latencies.std(ddof=1)) if latencies.size > 1 else 0.0
     p90, p95, p99 = np.percentile(latencies, [90, 95, 99])
-    return {"latency_ms_mean": mean, "latency_ms_std": std, "latency_ms_min": float(latencies.min()),
-            "latency_ms_max": float(latencies.max()), "latency_ms_p90": float(p90), "latency_ms_p95": float(p95),
-            "latency_ms_p99": float(p99), "latency_cv": std / mean if mean > 0 else 0.0}
+    return {LATENCY_MS_MEAN: mean, LATENCY_MS_STD: std, LATENCY_MS_MIN: float(latencies.min()),
+            LATENCY_MS_MAX: float(latencies.max()), LATENCY_MS_P90: float(p90), LATENCY_MS_P95: float(p95),
+            LATENCY_MS_P99: float(p99), LATENCY_CV: std / mean if mean > 0 else 0.0}
 
 
 class StreamHold:

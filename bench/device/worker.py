@@ -21,6 +21,7 @@ from bench.device import fingerprint
 from bench.contract.errors import ConfigError
 from bench.contract.protocol import OK, POINT_FAILURE, PROTOCOL, PlanError, decode, encode, error_reply, \
     failed_measurement
+from bench.contract.names import DEVICE_CC, DEVICE_KIND, DEVICE_LABEL, LATENCY_MS
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ def collect_facts() -> dict:
     for index in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
         cuda = fingerprint.cuda_facts(index)
         devices.append({"device": "cuda:{}".format(index), "label": fingerprint.device_label(host, cuda),
-                        "cc": cuda["device.cc"]})
+                        "cc": cuda[DEVICE_CC]})
     facts["devices"] = devices
     return facts
 
@@ -195,8 +196,8 @@ def _measure_repeats(plan: dict, controller: Optional[LineInput]) -> dict:
         reply, death = run_in_child(lambda: {"op": "measured", "measurement": point.measure(plan, first)}, controller)
         if reply is None:
             # The child took the device's fingerprint with it; what the worker knows without CUDA stands in.
-            tags = dict(fingerprint.host_facts(), **{"device.kind": plan["device"].split(":")[0],
-                                                     "device.label": plan["resolution"]["device_label"]})
+            tags = dict(fingerprint.host_facts(), **{DEVICE_KIND: plan["device"].split(":")[0],
+                                                     DEVICE_LABEL: plan["resolution"]["device_label"]})
             return failed_measurement(plan, "{}the point's process died with {} before reporting a result".format(
                 _which(index, total), death), POINT_FAILURE, tags)
         measurement = reply["measurement"]
@@ -206,7 +207,7 @@ def _measure_repeats(plan: dict, controller: Optional[LineInput]) -> dict:
             return measurement
         done.append(measurement)
         if total > 1:
-            log.info("process %d of %d: median %.4g ms", index, total, measurement["metrics"]["latency_ms_median"])
+            log.info("process %d of %d: median %.4g ms", index, total, measurement["metrics"][LATENCY_MS])
     return repeats.combine(done, plan["timing"])
 
 

@@ -1,8 +1,7 @@
 """What a measurement looks like in the store: run names, params, tags, metrics, artifacts.
 
-One home for the record's vocabulary (tag names, statuses, roles), used by the controller that
-writes records, ``bench.store.sync`` that uploads spooled ones, and ``analysis`` that reads them. It
-needs no torch and no MLflow: ``record_from`` turns a measurement (plain JSON from the measuring
+The names it writes (tags, metrics, params) are bench/contract/names.py's, which ``analysis`` reads
+back. It needs no torch and no MLflow: ``record_from`` turns a measurement (plain JSON from the measuring
 side) into a ``PointRecord``; ``bench.store.tracking`` puts it into MLflow.
 
 Params are what defines a point (the settings a user would compare on); per-run facts (paths,
@@ -20,20 +19,14 @@ from pathlib import Path
 
 import yaml
 
-from bench.contract.protocol import EXECUTOR_FAILURE, FAILED, OK, SKIPPED, STATUSES, point_key, point_name
+from bench.contract.names import (
+    ACC_PIXEL_AGREEMENT, ACC_TOP1, LATENCY_MS, RAW_LATENCY_MS, RAW_THROUGHPUT, REPEATS, SPEEDUP, THROUGHPUT,
+    THROUGHPUT_SPEEDUP, high_of, low_of, ACC_TOP1_AGREEMENT, BACKEND_REQUESTED, BACKEND_VARIANT, CHILD, COMMIT, CONDITIONS,
+    CPU_MODEL, DESCRIPTION, DEVICE_LABEL, DEVICE_NAME, ENERGY_MJ_PER_IMAGE, EVENTS, FAILURE, GPU_MS, GPU_SPEEDUP,
+    HOST_NAME, INPUT_SHAPE, KIND, MODEL_TASK, POINT_ID, POINT_KEY, REASON, ROLE, RUN_NAME, STATUS, SWEEP_ID,
+    TIMING_CONDITIONS, TIMING_METHOD, TIMING_UNSTABLE, UNSTABLE)
+from bench.contract.protocol import FAILED, OK, point_key, point_name
 
-__all__ = ["OK", "SKIPPED", "FAILED", "STATUSES", "EXECUTOR_FAILURE"]
-
-# Tag names.
-ROLE, STATUS, REASON, FAILURE, KIND = "bench.role", "bench.status", "bench.reason", "bench.failure", "bench.kind"
-SWEEP_ID, POINT_ID, POINT_KEY, GRID_KEY = "bench.sweep_id", "bench.point_id", "bench.point_key", "bench.grid_key"
-COMMIT, UNSTABLE, STATE, LABEL = "bench.commit", "bench.unstable", "bench.sweep_state", "bench.label"
-CONDITIONS = "bench.conditions"  # why a timed window was not clean: throttled, a shared GPU, a clock that fell
-DESCRIPTION, RUN_NAME, PARENT_RUN = "mlflow.note.content", "mlflow.runName", "mlflow.parentRunId"
-PARENT, CHILD = "parent", "point"  # values of bench.role
-# A sweep's parent is "complete" when every point has a result of its own (ok, skipped or failed in the point),
-# "incomplete" when it was interrupted or points were lost on the way to the device: the same grid resumes it.
-COMPLETE, INCOMPLETE = "complete", "incomplete"
 # MLflow run statuses.
 FINISHED_RUN, FAILED_RUN, KILLED_RUN, RUNNING_RUN = "FINISHED", "FAILED", "KILLED", "RUNNING"
 TERMINATED = (FINISHED_RUN, FAILED_RUN, KILLED_RUN)
@@ -94,12 +87,12 @@ def params(plan: dict, details: dict) -> dict[str, str]:
         "model": plan["model"]["name"],
         "model.weights": _weights(plan),
         "backend": plan["backend"]["name"],
-        "backend.requested": plan["resolution"]["backend_requested"],
-        "backend.variant": plan["resolution"]["variant"],
+        BACKEND_REQUESTED: plan["resolution"]["backend_requested"],
+        BACKEND_VARIANT: plan["resolution"]["variant"],
         **{f"backend.{k}": v for k, v in backend.items()},
         "precision": plan["precision"],
         "scenario": plan["scenario"],
-        "input.shape": f"{size['batch_size']}x3x{size['height']}x{size['width']}",
+        INPUT_SHAPE: f"{size['batch_size']}x3x{size['height']}x{size['width']}",
         "input.batch_size": size["batch_size"],
         "device": plan["device"],
         "raw_baseline": plan["raw_baseline"],
@@ -121,16 +114,16 @@ def params(plan: dict, details: dict) -> dict[str, str]:
                       calibration["num_batches"]})
         found["calibration.seed" if calibration["source"] == "random" else "calibration.share_images"] = \
             calibration["seed"] if calibration["source"] == "random" else calibration["share_images"]
-    if "timing.method" in details:
-        found["timing.method"] = details["timing.method"]
+    if TIMING_METHOD in details:
+        found[TIMING_METHOD] = details[TIMING_METHOD]
     return {key: str(value) for key, value in found.items()}
 
 
 def _fingerprint(tags: dict[str, str]) -> dict[str, str]:
     """The device's tags with one name for it: ``device.label``; name and CPU model only where they differ."""
     found = dict(tags)
-    label = found.get("device.label")
-    for key in ("device.name", "cpu.model"):
+    label = found.get(DEVICE_LABEL)
+    for key in (DEVICE_NAME, CPU_MODEL):
         if label is not None and found.get(key) == label:
             del found[key]
     return found
@@ -148,10 +141,10 @@ def rounded(value: float, low: float | None = None, high: float | None = None) -
     return f"{value:.{decimals}f}"
 
 
-def figure_text(metrics: dict, key: str, stem: str, unit: str = "") -> str:
+def figure_text(metrics: dict, figure: str, unit: str = "") -> str:
     """``0.37 ms (0.36-0.38)``: a figure rounded to its interval, the interval beside it where recorded."""
-    low, high = metrics.get(f"{stem}_lo"), metrics.get(f"{stem}_hi")
-    text = rounded(metrics[key], low, high) + unit
+    low, high = metrics.get(low_of(figure)), metrics.get(high_of(figure))
+    text = rounded(metrics[figure], low, high) + unit
     if low is not None and high is not None:
         text += f" ({rounded(low, low, high)}-{rounded(high, low, high)})"
     return text
@@ -163,26 +156,26 @@ def describe(measurement: dict) -> str:
     if measurement["status"] != OK:
         return f"{measurement['status']}: {measurement['reason']}"
     m = measurement["metrics"]
-    processes = int(m.get("repeats", 1))
+    processes = int(m.get(REPEATS, 1))
     if measurement["plan"]["scenario"] == "throughput":
-        text = (f"{figure_text(m, 'throughput_ips', 'throughput_ips', ' img/s')}, "
-                f"{figure_text(m, 'throughput_speedup', 'throughput_speedup', 'x') if 'throughput_speedup' in m else '1x'}"
-                f" over eager fp32 {m.get('raw_throughput_ips', m['throughput_ips']):,.0f} img/s")
+        speedup = figure_text(m, THROUGHPUT_SPEEDUP, "x") if THROUGHPUT_SPEEDUP in m else "1x"
+        text = (f"{figure_text(m, THROUGHPUT, ' img/s')}, {speedup} over eager fp32 "
+                f"{m.get(RAW_THROUGHPUT, m[THROUGHPUT]):,.0f} img/s")
     else:
-        text = (f"end-to-end {figure_text(m, 'latency_ms_median', 'latency_ms', ' ms')}, "
-                f"{figure_text(m, 'speedup', 'speedup', 'x')} over eager fp32 {m['raw_latency_ms_median']:.3g} ms")
-        if "gpu_ms_median" in m:
-            text += f"; GPU compute {figure_text(m, 'gpu_ms_median', 'gpu_ms', ' ms')}"
-            if "gpu_speedup" in m:
-                text += f", {figure_text(m, 'gpu_speedup', 'gpu_speedup', 'x')}"
+        text = (f"end-to-end {figure_text(m, LATENCY_MS, ' ms')}, "
+                f"{figure_text(m, SPEEDUP, 'x')} over eager fp32 {m[RAW_LATENCY_MS]:.3g} ms")
+        if GPU_MS in m:
+            text += f"; GPU compute {figure_text(m, GPU_MS, ' ms')}"
+            if GPU_SPEEDUP in m:
+                text += f", {figure_text(m, GPU_SPEEDUP, 'x')}"
     text += f"; {processes} process{'es' if processes > 1 else ''}"
-    for metric, what in (("acc_top1", "top-1"), ("acc_top1_agreement", "top-1 agreement"),
-                         ("acc_pixel_agreement", "pixel agreement")):
+    for metric, what in ((ACC_TOP1, "top-1"), (ACC_TOP1_AGREEMENT, "top-1 agreement"),
+                         (ACC_PIXEL_AGREEMENT, "pixel agreement")):
         if metric in m:
             text += f", {what} {100 * m[metric]:.3g} %"
             break
-    if "energy_mj_per_image" in m:
-        text += f", {m['energy_mj_per_image']:.3g} mJ/image"
+    if ENERGY_MJ_PER_IMAGE in m:
+        text += f", {m[ENERGY_MJ_PER_IMAGE]:.3g} mJ/image"
     return text
 
 
@@ -192,24 +185,24 @@ def tags(measurement: dict) -> dict[str, str]:
     details = measurement["details"]
     found = {
         **_fingerprint(measurement["tags"]),
-        **{k: v for k, v in details.items() if k not in ("timing.method", "timing.unstable", "timing.conditions")},
-        "model.task": plan["resolution"]["task"],
+        **{k: v for k, v in details.items() if k not in (TIMING_METHOD, TIMING_UNSTABLE, TIMING_CONDITIONS)},
+        MODEL_TASK: plan["resolution"]["task"],
         ROLE: CHILD, STATUS: measurement["status"], REASON: measurement["reason"], POINT_ID: measurement["point_id"],
-        POINT_KEY: point_key(plan, measurement["tags"].get("host.name", "")), KIND: sweep.get("kind", "sweep"),
+        POINT_KEY: point_key(plan, measurement["tags"].get(HOST_NAME, "")), KIND: sweep.get("kind", "sweep"),
         COMMIT: sweep.get("commit") or suite_commit(), RUN_NAME: point_name(plan), DESCRIPTION: describe(measurement),
-        "device.label": plan["resolution"]["device_label"], "energy": plan["energy"],
+        DEVICE_LABEL: plan["resolution"]["device_label"], "energy": plan["energy"],
         "timing.unstable_spread": plan["timing"]["unstable_spread"],
     }
     if sweep:
         found[SWEEP_ID] = sweep["id"]
     if measurement["failure"]:
         found[FAILURE] = measurement["failure"]
-    if "timing.unstable" in details:
-        found[UNSTABLE] = details["timing.unstable"]
-    if "timing.conditions" in details:
-        found[CONDITIONS] = details["timing.conditions"]
+    if TIMING_UNSTABLE in details:
+        found[UNSTABLE] = details[TIMING_UNSTABLE]
+    if TIMING_CONDITIONS in details:
+        found[CONDITIONS] = details[TIMING_CONDITIONS]
     if measurement["events"]:
-        found["bench.events"] = " | ".join(measurement["events"])
+        found[EVENTS] = " | ".join(measurement["events"])
     weights = plan["model"]["weights"]
     if weights not in ("random", "pretrained"):
         found["model.weights_path"] = weights

@@ -12,6 +12,7 @@ from pathlib import Path
 from bench.contract import results
 from bench.contract.protocol import point_key
 from bench.store.record import PointRecord
+from bench.contract.names import HOST_NAME
 
 # Kept in step with conf/tracking/server.yaml (tests/test_spool.py checks that they agree).
 DEFAULT_SPOOL_DIR = "~/.local/share/trt-bench/spool"
@@ -60,7 +61,7 @@ class Spool:
                 continue
             plan = measurement["plan"]
             if (plan.get("sweep") or {}).get("id") == sweep_id and \
-                    point_key(plan, measurement["tags"].get("host.name", "")) == key:
+                    point_key(plan, measurement["tags"].get(HOST_NAME, "")) == key:
                 return entry
         return None
 

@@ -20,11 +20,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.store import record
 from bench.contract.errors import ConfigError, OneLineParser
 from bench.store.record import PointRecord, record_from
 from bench.store.spool import DEFAULT_SPOOL_DIR, Spool
 from bench.store.tracking import SERVER_ERRORS, Store, Unreachable, error_line, file_lock, link, redact
+from bench.contract.names import HOST_NAME
+from bench.contract import names
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,9 @@ def _parent(store: Store, point: PointRecord, parents: dict) -> str | None:
         return None
     if "legacy" in sweep:  # a record spooled by an earlier version: its parent's tags travelled with it
         ref = sweep["legacy"]
-        sweep = {"id": ref["sweep_id"], "grid_key": ref["tags"].get(record.GRID_KEY, ""), "kind": ref["tags"].get(
-            record.KIND, "sweep"), "commit": ref["tags"].get(record.COMMIT, "unknown"), "label": None, "params": {},
-            "total": 0, "started_ms": point.start_ms, "controller": ref["tags"].get("host.name", ""),
+        sweep = {"id": ref["sweep_id"], "grid_key": ref["tags"].get(names.GRID_KEY, ""), "kind": ref["tags"].get(
+            names.KIND, "sweep"), "commit": ref["tags"].get(names.COMMIT, "unknown"), "label": None, "params": {},
+            "total": 0, "started_ms": point.start_ms, "controller": ref["tags"].get(HOST_NAME, ""),
             "name": ref["name"]}
     key = (store.uri, store.experiment, sweep["id"])
     if key not in parents:

@@ -31,7 +31,11 @@ from requests.exceptions import RequestException
 from bench.store import record
 from bench.contract.errors import ConfigError
 from bench.contract.protocol import digest, now_ms
-from bench.store.record import CHILD, PARENT, PointRecord
+from bench.contract.names import CHILD, PARENT
+from bench.store.record import PointRecord
+from bench.contract.names import CONTROLLER, CONTROLLER_PROCESS, HEARTBEAT_MS, LAST_WRITE_MS, POINTS_PLANNED
+from bench.contract import names
+from bench.contract.protocol import EXECUTOR_FAILURE, FAILED, STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +274,7 @@ class Store:
                               "measured")
         if self.online:
             try:
-                self.client.set_experiment_tag(self.experiment_id, "bench.last_write_ms", str(now_ms()))
+                self.client.set_experiment_tag(self.experiment_id, LAST_WRITE_MS, str(now_ms()))
             except SERVER_ERRORS as exc:
                 if self.spool_dir is None or not self.uri.startswith(("http://", "https://")):
                     raise store_error(self.uri, exc) from None
@@ -281,17 +285,17 @@ class Store:
     def settle_abandoned(self) -> list[str]:
         """Parent runs left RUNNING by a sweep whose process has gone: KILLED and incomplete, so they resume."""
         settled = []
-        running = self.client.search_runs([self.experiment_id], f"tags.`{record.ROLE}` = '{PARENT}' and "
+        running = self.client.search_runs([self.experiment_id], f"tags.`{names.ROLE}` = '{PARENT}' and "
                                                                  "attributes.status = 'RUNNING'", max_results=1000)
         for run in running:
-            token = run.data.tags.get("bench.controller_process", "")
+            token = run.data.tags.get(CONTROLLER_PROCESS, "")
             gone = process_gone(token)
-            quiet_s = (now_ms() - int(run.data.tags.get("bench.heartbeat_ms", run.info.start_time))) / 1000
+            quiet_s = (now_ms() - int(run.data.tags.get(HEARTBEAT_MS, run.info.start_time))) / 1000
             if gone or (gone is None and quiet_s > ABANDONED_AFTER_S):
-                self.client.set_tag(run.info.run_id, record.STATE, record.INCOMPLETE)
+                self.client.set_tag(run.info.run_id, names.STATE, names.INCOMPLETE)
                 self.client.set_terminated(run.info.run_id, record.KILLED_RUN)
                 log.info("sweep %s (run %s) was abandoned by %s; marked KILLED, incomplete (its grid resumes it)",
-                         run.data.tags.get(record.SWEEP_ID), run.info.run_id, token or "an unknown process")
+                         run.data.tags.get(names.SWEEP_ID), run.info.run_id, token or "an unknown process")
                 settled.append(run.info.run_id)
         return settled
 
@@ -303,12 +307,12 @@ class Store:
         started beside it, by a second cron line say, runs a sweep of its own rather than merge into that one.
         """
         found = self.client.search_runs(
-            [self.experiment_id], f"tags.`{record.ROLE}` = '{PARENT}' and tags.`{record.GRID_KEY}` = '{grid_key}' "
+            [self.experiment_id], f"tags.`{names.ROLE}` = '{PARENT}' and tags.`{names.GRID_KEY}` = '{grid_key}' "
                                   f"and attributes.status != '{record.RUNNING_RUN}'",
             max_results=1, order_by=["attributes.start_time DESC"])
         if not found:
             return None
-        return found[0].data.tags[record.SWEEP_ID], found[0].data.tags.get(record.STATE, record.INCOMPLETE)
+        return found[0].data.tags[names.SWEEP_ID], found[0].data.tags.get(names.STATE, names.INCOMPLETE)
 
     @bounded
     def sweep_of_parent(self, run_id: str) -> dict:
@@ -317,9 +321,9 @@ class Store:
             run = self.client.get_run(run_id)
         except MlflowException:
             raise ConfigError(f"resume={run_id}: no such run in {redact(self.uri)}") from None
-        if run.data.tags.get(record.ROLE) != PARENT:
+        if run.data.tags.get(names.ROLE) != PARENT:
             raise ConfigError(f"resume={run_id}: not a sweep's parent run")
-        return {"id": run.data.tags[record.SWEEP_ID], "grid_key": run.data.tags.get(record.GRID_KEY)}
+        return {"id": run.data.tags[names.SWEEP_ID], "grid_key": run.data.tags.get(names.GRID_KEY)}
 
     @bounded
     def parent_for(self, sweep: dict, lock: Path | None = None) -> str:
@@ -327,18 +331,18 @@ class Store:
         with file_lock(lock) if lock else nullcontext():
             found = self.client.search_runs(
                 [self.experiment_id],
-                f"tags.`{record.SWEEP_ID}` = '{sweep['id']}' and tags.`{record.ROLE}` = '{PARENT}'", max_results=1)
-            owner = {"bench.controller_process": process_token(), "bench.heartbeat_ms": str(now_ms())}
+                f"tags.`{names.SWEEP_ID}` = '{sweep['id']}' and tags.`{names.ROLE}` = '{PARENT}'", max_results=1)
+            owner = {CONTROLLER_PROCESS: process_token(), HEARTBEAT_MS: str(now_ms())}
             if found:
                 run_id = found[0].info.run_id
                 self.client.update_run(run_id, status=record.RUNNING_RUN)
                 self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in owner.items()])
                 return run_id
-            tags = {record.ROLE: PARENT, record.SWEEP_ID: sweep["id"], record.GRID_KEY: sweep["grid_key"],
-                    record.KIND: sweep["kind"], record.COMMIT: sweep["commit"], record.STATE: record.INCOMPLETE,
-                    "bench.controller": sweep["controller"], "bench.points_planned": str(sweep["total"]), **owner}
+            tags = {names.ROLE: PARENT, names.SWEEP_ID: sweep["id"], names.GRID_KEY: sweep["grid_key"],
+                    names.KIND: sweep["kind"], names.COMMIT: sweep["commit"], names.STATE: names.INCOMPLETE,
+                    CONTROLLER: sweep["controller"], POINTS_PLANNED: str(sweep["total"]), **owner}
             if sweep.get("label"):
-                tags[record.LABEL] = sweep["label"]
+                tags[names.LABEL] = sweep["label"]
             run = self.client.create_run(self.experiment_id, start_time=sweep["started_ms"], run_name=sweep["name"],
                                          tags=tags)
             params = [Param(key[:250], str(value)[:6000]) for key, value in sweep["params"].items()]
@@ -351,30 +355,30 @@ class Store:
 
     @bounded
     def heartbeat(self, parent_id: str) -> None:
-        self.client.set_tag(parent_id, "bench.heartbeat_ms", str(now_ms()))
+        self.client.set_tag(parent_id, HEARTBEAT_MS, str(now_ms()))
 
     @bounded
     def children(self, parent_id: str) -> list:
-        return self.client.search_runs([self.experiment_id], f"tags.`{record.PARENT_RUN}` = '{parent_id}' and "
-                                                              f"tags.`{record.ROLE}` = '{CHILD}'", max_results=50000)
+        return self.client.search_runs([self.experiment_id], f"tags.`{names.PARENT_RUN}` = '{parent_id}' and "
+                                                              f"tags.`{names.ROLE}` = '{CHILD}'", max_results=50000)
 
     @bounded
     def close_parent(self, parent_id: str, interrupted: bool = False) -> dict[str, int]:
         """Count the sweep's points into the parent and end it: FINISHED, FAILED (points failed) or KILLED."""
         run = self.client.get_run(parent_id)
-        counts = {status: 0 for status in record.STATUSES}
+        counts = {status: 0 for status in STATUSES}
         lost = 0
         for child in self.children(parent_id):
-            status = child.data.tags.get(record.STATUS)
+            status = child.data.tags.get(names.STATUS)
             if status in counts:
                 counts[status] += 1
-            lost += child.data.tags.get(record.FAILURE) == record.EXECUTOR_FAILURE
-        planned = int(run.data.tags.get("bench.points_planned", "0"))
+            lost += child.data.tags.get(names.FAILURE) == EXECUTOR_FAILURE
+        planned = int(run.data.tags.get(POINTS_PLANNED, "0"))
         complete = not interrupted and not lost and sum(counts.values()) >= planned
         metrics = [Metric(f"points_{k}", v, now_ms(), 0) for k, v in counts.items()]
         self.client.log_batch(parent_id, metrics=metrics, tags=[
-            RunTag(record.STATE, record.COMPLETE if complete else record.INCOMPLETE)])
-        status = record.KILLED_RUN if interrupted else record.FAILED_RUN if counts[record.FAILED] \
+            RunTag(names.STATE, names.COMPLETE if complete else names.INCOMPLETE)])
+        status = record.KILLED_RUN if interrupted else record.FAILED_RUN if counts[FAILED] \
             else record.FINISHED_RUN if complete else record.KILLED_RUN
         self.client.set_terminated(parent_id, status)
         return counts
@@ -390,15 +394,15 @@ class Store:
         both are deleted here and the point is measured again.
         """
         existing = self.client.search_runs(
-            [self.experiment_id], f"tags.`{record.SWEEP_ID}` = '{sweep_id}' and tags.`{record.POINT_KEY}` = "
-                                  f"'{key}' and tags.`{record.ROLE}` = '{CHILD}'")
+            [self.experiment_id], f"tags.`{names.SWEEP_ID}` = '{sweep_id}' and tags.`{names.POINT_KEY}` = "
+                                  f"'{key}' and tags.`{names.ROLE}` = '{CHILD}'")
         for run in existing:
-            status = run.data.tags.get(record.STATUS)
-            if run.info.status in record.TERMINATED and status in record.STATUSES and \
-                    run.data.tags.get(record.FAILURE) != record.EXECUTOR_FAILURE:
+            status = run.data.tags.get(names.STATUS)
+            if run.info.status in record.TERMINATED and status in STATUSES and \
+                    run.data.tags.get(names.FAILURE) != EXECUTOR_FAILURE:
                 return Recorded(f"MLflow run {run.info.run_id}", status)
         for stale in existing:
-            why = "lost on the way to the device" if stale.data.tags.get(record.FAILURE) else "cut off while recorded"
+            why = "lost on the way to the device" if stale.data.tags.get(names.FAILURE) else "cut off while recorded"
             log.info("deleting run %s (%s): %s; measuring the point again", stale.info.run_id, stale.info.run_name, why)
             self.client.delete_run(stale.info.run_id)
         return None
@@ -407,7 +411,7 @@ class Store:
     def upload(self, point: PointRecord, parent_id: str | None) -> str:
         """Create the point's run with everything in it, terminated last, so a run cut off half-way stays
         RUNNING and is replaced by the next attempt."""
-        tags = {**point.tags, **({record.PARENT_RUN: parent_id} if parent_id else {})}
+        tags = {**point.tags, **({names.PARENT_RUN: parent_id} if parent_id else {})}
         run = self.client.create_run(self.experiment_id, start_time=point.start_ms, tags=tags, run_name=point.name)
         run_id = run.info.run_id
         self.client.log_batch(run_id, metrics=[Metric(k, v, point.end_ms, 0) for k, v in point.metrics.items()],
@@ -424,7 +428,7 @@ class Store:
     def upload_once(self, point: PointRecord, parent_id: str | None) -> tuple[str, bool]:
         """The point's run, uploaded unless a complete run with its ``bench.point_id`` is there already; a run
         cut off half-way by an earlier attempt is deleted first. (run id, uploaded now)."""
-        existing = self.client.search_runs([self.experiment_id], f"tags.`{record.POINT_ID}` = '{point.point_id}'")
+        existing = self.client.search_runs([self.experiment_id], f"tags.`{names.POINT_ID}` = '{point.point_id}'")
         complete = [run for run in existing if run.info.status in record.TERMINATED]
         if complete:
             return complete[0].info.run_id, False
@@ -448,7 +452,7 @@ def sweep_view(sweep: dict, created_ms: int) -> str:
     The UI keeps its table layout (columns, sort) in the browser; a saved view is the one layout a client can
     hand it, and the link opens it. Sorted, the rows are flat: parent and children side by side.
     """
-    state = {"searchFilter": f"tags.`{record.SWEEP_ID}` = '{sweep['id']}'",
+    state = {"searchFilter": f"tags.`{names.SWEEP_ID}` = '{sweep['id']}'",
              "orderByKey": "metrics.`latency_ms_median`", "orderByAsc": True, "selectedColumns": VIEW_COLUMNS}
     return json.dumps({"name": sweep["name"], "createdAt": created_ms, "updatedAt": created_ms,
                        "state": json.dumps(state)})
