@@ -43,7 +43,7 @@ from bench.controller.config import register_configs
 from bench.controller.executors import Device
 from bench.controller.lock import DEFAULT_LOCK_DIR, LockBusy, device_lock
 from bench.contract.errors import ConfigError, OneLineParser
-from bench.store.tracking import tracking_uri
+from bench.store.address import tracking_uri
 from bench.contract import names
 from bench.contract.protocol import FAILED, STATUSES
 

@@ -7,11 +7,13 @@
     print(check_regressions(Selection(kind="nightly")).render())   # newest nightly vs the previous ones
 """
 from analysis.build import Report, build_report
-from analysis.judge import RegressionCheck, Rules, latency_verdict
+from analysis.findings import RegressionCheck, Rules
+from analysis.judge import latency_verdict
 from analysis.select import (SERIES_KEYS, Selection, aggregate, load_latencies, load_runs, parse_when, series,
                              tidy)
-from analysis.tables import (Table, accuracy_table, blog_table, conversion_table, cross_device_table,
-                             cross_device_tables, device_tables, raw_baseline, speedup_table)
+from analysis.cells import Table
+from analysis.tables import (accuracy_table, blog_table, conversion_table, cross_device_table, cross_device_tables,
+                             device_tables, raw_baseline, speedup_table)
 
 
 

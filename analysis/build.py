@@ -17,11 +17,13 @@ from analysis.plots import write_plots
 from analysis.render import EXTENSIONS, data_uri, render, table_csv, table_markdown, table_notes
 from analysis.select import Selection, aggregate, connect, load_runs, resolve_uri
 from analysis.choose import default_budget, recommend, recommendation_table
-from analysis.tables import PRECISION_LABELS, Table, batch_tables, cross_device_tables, device_tables, is_raw
+from analysis.batches import batch_tables
+from analysis.cells import Table
+from analysis.tables import PRECISION_LABELS, cross_device_tables, device_tables, is_raw
 from bench.contract.errors import ConfigError
 from bench.contract.names import DESCRIPTION
 from bench.contract.protocol import OK
-from bench.store.tracking import redact
+from bench.store.address import redact
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from analysis.select import input_label
-from analysis.tables import PRECISION_LABELS, RAW, Table, is_raw, sig
+from analysis.cells import Table, sig
+from analysis.tables import PRECISION_LABELS, RAW, is_raw
 from bench.contract.errors import ConfigError
 from bench.contract.protocol import OK
 from bench.store.record import rounded

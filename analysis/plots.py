@@ -15,10 +15,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from analysis.judge import FASTER, SLOWER, ACCURACY, Finding, RegressionCheck, Rules
+from analysis.findings import FASTER, SLOWER, ACCURACY, Finding, RegressionCheck, Rules
 from analysis.select import input_label, load_latencies
-from analysis.tables import (RAW, Table, batch_table, blog_table, describe_input, find_point, is_raw, model_order,
-                             point_rows, sig, slug, speedup_table)
+from analysis.batches import batch_table
+from analysis.cells import Table, sig, slug
+from analysis.tables import RAW, blog_table, describe_input, find_point, is_raw, model_order, point_rows, speedup_table
 from bench.contract.errors import ConfigError
 from bench.contract.protocol import OK
 from bench.contract.names import GPU_MS, LATENCY_MS, THROUGHPUT

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from analysis.cli import add_store_and_filters, add_verbose, filters, setup_logging
-from analysis.judge import FORMATS, TESTS, Nightly, RegressionCheck, Rules, judge_device, nightly_points
+from analysis.findings import FORMATS, TESTS, Nightly, RegressionCheck, Rules
+from analysis.judge import judge_device, nightly_points
 from analysis.plots import write_regression_plots
 from analysis.select import Selection, connect, experiment_id, load_latencies, load_runs, sweep_parent
 from bench.contract.errors import ConfigError, OneLineParser

@@ -10,7 +10,7 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
-from analysis.tables import Table
+from analysis.cells import Table
 from bench.contract.errors import ConfigError
 
 FORMATS = ("text", "markdown", "csv", "html")  # "none" (CLI only) writes nothing to stdout

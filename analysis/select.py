@@ -21,7 +21,7 @@ from bench.contract.errors import ConfigError
 from bench.contract.protocol import PRECISIONS
 from bench.contract.names import CHILD, PARENT
 from bench.contract.protocol import OK
-from bench.store.tracking import check_reachable, check_uri, redact, sqlite_path, store_error, tracking_uri
+from bench.store.address import check_reachable, check_uri, redact, sqlite_path, store_error, tracking_uri
 from bench.contract.names import (
     ACCURACY_INPUTS, ACCURACY_LABELLED, ACC_COSINE, ACC_IMAGES, ACC_MAX_ABS_ERR, ACC_MIOU, ACC_MIOU_VS_REF,
     ACC_NONFINITE, ACC_PIXEL_AGREEMENT, ACC_REL_L2_ERR, ACC_TOP1, ACC_TOP1_AGREEMENT, ACC_TOP5,

@@ -9,85 +9,24 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
 
 import pandas as pd
 
+from analysis.cells import Notes, Table, fmt_err, fmt_pct, fmt_points, fmt_ratio, sig, slug
 from analysis.select import input_label
 from bench.contract.protocol import BLOG_SIZES
 from bench.contract.protocol import OK
 from bench.contract.names import (
     ACC_MIOU, ACC_PIXEL_AGREEMENT, ACC_REL_L2_ERR, ACC_TOP1, ACC_TOP1_AGREEMENT, CONVERT_CACHE_HIT, CONVERT_S,
-    ENERGY_MJ_PER_IMAGE, GPU_MS, LATENCY_MS, REF_MIOU, REF_TOP1, THROUGHPUT, THROUGHPUT_SPEEDUP)
+    GPU_MS, LATENCY_MS, REF_MIOU, REF_TOP1, SPEEDUP, THROUGHPUT, THROUGHPUT_SPEEDUP)
 
 RAW = "Raw"
 PRECISION_LABELS = {"fp32": "FP32", "fp16": "FP16", "bf16": "BF16", "int8": "INT8"}
-TIMED = (LATENCY_MS, "speedup", THROUGHPUT, THROUGHPUT_SPEEDUP)  # footnoted when unstable
+TIMED = (LATENCY_MS, SPEEDUP, THROUGHPUT, THROUGHPUT_SPEEDUP)  # footnoted when unstable
 # What each latency figure times (docs/methodology.md): the blog's tables are end-to-end.
 FIGURE_WORDS = {LATENCY_MS: "end-to-end latency", GPU_MS: "GPU compute time"}
 RAW_OWN = "own run"
 RAW_IN_RUN = "in-run baseline"
-
-
-@dataclass
-class Table:
-    """One rendered-ready table: numbers for code, cell texts for people, footnotes for both."""
-
-    key: str  # file-name stem, unique within a report
-    title: str
-    values: pd.DataFrame  # floats; NaN where there is no ok measurement
-    cells: pd.DataFrame  # same shape: rounded numbers, blanks and marked empty cells
-    notes: list[str] = field(default_factory=list)
-
-
-class _Notes:
-    """Numbered footnotes, one number per distinct text."""
-
-    def __init__(self) -> None:
-        self.texts: list[str] = []
-
-    def mark(self, text: str) -> str:
-        if text not in self.texts:
-            self.texts.append(text)
-        return f"[{self.texts.index(text) + 1}]"
-
-    def lines(self) -> list[str]:
-        return [f"[{i}] {text}" for i, text in enumerate(self.texts, 1)]
-
-
-def sig(value: float, digits: int = 3, keep: int = 2) -> str:
-    """``digits`` significant figures, trailing zeros trimmed down to ``keep`` (3.80 -> 3.8, 11.0 -> 11)."""
-    if not math.isfinite(value):
-        return ""
-    if value == 0:
-        return "0"
-    value = float(f"{value:.{digits}g}")
-    magnitude = math.floor(math.log10(abs(value)))
-    decimals = max(0, digits - 1 - magnitude)
-    text = f"{value:.{decimals}f}"
-    while decimals > max(0, keep - 1 - magnitude) and text.endswith("0"):
-        text, decimals = text[:-1], decimals - 1
-    return text.removesuffix(".")
-
-
-def fmt_ratio(value: float) -> str:
-    return f"{value:.2f}" if math.isfinite(value) else ""
-
-
-def fmt_err(value: float) -> str:
-    return f"{value:.1e}" if math.isfinite(value) else ""
-
-
-def fmt_pct(value: float) -> str:
-    return f"{100 * value:.1f}" if math.isfinite(value) else ""
-
-
-def fmt_points(value: float) -> str:
-    return f"{value:+.1f}" if math.isfinite(value) else ""
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "device"
 
 
 def describe_input(shape: str) -> str:
@@ -127,7 +66,7 @@ def point_rows(points: pd.DataFrame) -> tuple[list[tuple[str, str, str]], str]:
     return rows, (f"rows {', '.join(r[0] for r in rows)}: {backends[0]}" if single else "")
 
 
-def _cell(point: pd.Series | None, value: float, fmt, notes: _Notes, timed: bool = True) -> tuple[float, str]:
+def cell(point: pd.Series | None, value: float, fmt, notes: Notes, timed: bool = True) -> tuple[float, str]:
     """A number, or a marked empty cell whose footnote says why; times measured under doubtful conditions
     (an unstable run, a throttled or shared GPU) carry a footnote saying so."""
     if point is None:
@@ -144,7 +83,7 @@ def _cell(point: pd.Series | None, value: float, fmt, notes: _Notes, timed: bool
     return value, text
 
 
-def _frames(grid: dict, rows: list[str], columns: list[str], index_name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def frames(grid: dict, rows: list[str], columns: list[str], index_name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     values = pd.DataFrame(math.nan, index=pd.Index(rows, name=index_name), columns=columns, dtype=float)
     cells = pd.DataFrame("", index=values.index, columns=columns, dtype=object)
     for (row, column), (value, text) in grid.items():
@@ -219,18 +158,18 @@ def blog_table(points: pd.DataFrame, device: str, input_shape: str, metric: str 
     sub = _device_points(points, device, input_shape)
     models = model_order(sub["model"])
     rows, backend_text = point_rows(sub)
-    notes, grid = _Notes(), {}
+    notes, grid = Notes(), {}
     raw = raw_baseline(sub, metric)
     for item in raw.itertuples():
         point = pd.Series({"status": item.status, "reason": item.reason})
-        grid[(RAW, item.model)] = _cell(point, item.raw_ms, sig, notes)
+        grid[(RAW, item.model)] = cell(point, item.raw_ms, sig, notes)
     for label, precision, backend in rows:
         for model in models:
             point = find_point(sub, model=model, precision=precision, backend=backend)
-            grid[(label, model)] = _cell(point, point[metric] if point is not None else math.nan, sig, notes)
+            grid[(label, model)] = cell(point, point[metric] if point is not None else math.nan, sig, notes)
     labels = ([RAW] if len(raw) else []) + [r[0] for r in rows]
     gpu = metric == GPU_MS
-    values, cells = _frames(grid, labels, models, f"median {'GPU compute' if gpu else 'latency'} (ms)")
+    values, cells = frames(grid, labels, models, f"median {'GPU compute' if gpu else 'latency'} (ms)")
     plain = [_raw_note(raw)] if len(raw) else []
     what = f"median {FIGURE_WORDS[metric]} per call (ms)"
     return Table(f"{'gpu' if gpu else 'latency'}_{slug(device)}_{slug(input_label(input_shape))}",
@@ -242,16 +181,16 @@ def _metric_table(points: pd.DataFrame, device: str, input_shape: str, metric: s
     sub = _device_points(points, device, input_shape)
     models = model_order(sub["model"])
     rows, backend_text = point_rows(sub)
-    notes, grid = _Notes(), {}
+    notes, grid = Notes(), {}
     for label, precision, backend in rows:
         for model in models:
             point = find_point(sub, model=model, precision=precision, backend=backend)
-            value, text = _cell(point, point[metric] if point is not None else math.nan, fmt, notes,
+            value, text = cell(point, point[metric] if point is not None else math.nan, fmt, notes,
                                 timed=metric in TIMED)
             if extra_note and point is not None and point["status"] == OK and extra_note[0](point):
                 text = f"{text} {notes.mark(extra_note[1])}"
             grid[(label, model)] = (value, text)
-    values, cells = _frames(grid, [r[0] for r in rows], models, header)
+    values, cells = frames(grid, [r[0] for r in rows], models, header)
     return Table(f"{kind}_{slug(device)}_{slug(input_label(input_shape))}",
                  _title(device, what, input_shape, backend_text), values, cells, notes.lines())
 
@@ -290,7 +229,7 @@ def accuracy_table(points: pd.DataFrame, device: str, input_shape: str) -> Table
                 "mIoU (%)": (ACC_MIOU, fmt_pct), "mIoU vs fp32 (points)": ("miou_drop", fmt_points)}
     extra = {column: spec for column, spec in labelled.items() if sub[spec[0]].notna().any()}
     columns.update(extra)
-    notes, index, value_rows, cell_rows = _Notes(), [], [], []
+    notes, index, value_rows, cell_rows = Notes(), [], [], []
     for model in model_order(sub["model"]):
         for label, precision, backend in rows:
             point = find_point(sub, model=model, precision=precision, backend=backend)
@@ -301,7 +240,7 @@ def accuracy_table(points: pd.DataFrame, device: str, input_shape: str) -> Table
             for metric, fmt in columns.values():
                 if metric is None:
                     metric = ACC_TOP1_AGREEMENT if point["task"] == "classification" else ACC_PIXEL_AGREEMENT
-                pairs.append(_cell(point, point[metric], fmt, notes, timed=metric in TIMED))
+                pairs.append(cell(point, point[metric], fmt, notes, timed=metric in TIMED))
             value_rows.append([v for v, _ in pairs])
             cell_rows.append([t for _, t in pairs])
     idx = pd.MultiIndex.from_tuples(index, names=["model", "precision"]) if index else \
@@ -326,12 +265,12 @@ def cross_device_table(points: pd.DataFrame, precision: str, input_shape: str, b
     ``metric``: end-to-end latency or GPU compute time."""
     raw = raw_baseline(points[points["input_shape"] == input_shape], metric)
     figure = "GPU compute" if metric == GPU_MS else "latency"
-    notes, grid = _Notes(), {}
+    notes, grid = Notes(), {}
     if precision == "raw":
         if speedup:
             raise ValueError("Raw over Raw is 1 by definition")
         for item in raw.itertuples():
-            grid[(item.device, item.model)] = _cell(pd.Series({"status": item.status, "reason": item.reason}),
+            grid[(item.device, item.model)] = cell(pd.Series({"status": item.status, "reason": item.reason}),
                                                     item.raw_ms, sig, notes)
         rows, models = sorted(set(raw["device"])), model_order(raw["model"])
         what, backend_text, plain = f"Raw (eager fp32 PyTorch) median {figure} (ms)", "", [_raw_note(raw)]
@@ -349,13 +288,13 @@ def cross_device_table(points: pd.DataFrame, precision: str, input_shape: str, b
                 value = math.nan
                 if point is not None:
                     value = raw_ms.get((device, model), math.nan) / point[metric] if speedup else point[metric]
-                grid[(label, model)] = _cell(point, value, fmt_ratio if speedup else sig, notes)
+                grid[(label, model)] = cell(point, value, fmt_ratio if speedup else sig, notes)
         name = PRECISION_LABELS.get(precision, precision)
         what = f"{name} {figure} speed-up over the device's own Raw (×)" if speedup else \
             f"{name} median {figure} (ms)"
         backend_text = f"backend {pairs[0][1]}" if one_backend and pairs else ""
         plain = [_raw_note(raw)] if speedup and len(raw) else []
-    values, cells = _frames(grid, rows, models, "speed-up (×)" if speedup else "median (ms)")
+    values, cells = frames(grid, rows, models, "speed-up (×)" if speedup else "median (ms)")
     values.index.name = cells.index.name = f"device: {'speed-up (×)' if speedup else 'median (ms)'}"
     kind = ("cross_gpu_" if metric == GPU_MS else "cross_") + ("speedup" if speedup else "latency")
     suffix = f"_{backend}" if backend else ""
@@ -403,70 +342,6 @@ def cross_device_tables(points: pd.DataFrame, precisions: list[str] | None = Non
                 tables += [cross_device_table(points, precision, shape, backend, metric=GPU_MS),
                            cross_device_table(points, precision, shape, backend, True, GPU_MS)]
     return tables
-
-
-def _size(shape: str) -> str:
-    """``8x3x256x256`` -> ``256x256``."""
-    return "x".join(shape.split("x")[2:])
-
-
-def _batch(shape: str) -> int:
-    return int(shape.split("x")[0])
-
-
-def batch_rows(group: pd.DataFrame) -> list[tuple[str, str, str]]:
-    """(label, precision, backend) for the variants of a batch-size curve, Raw first."""
-    order = list(PRECISION_LABELS)
-    pairs = sorted(set(zip(group["precision"], group["backend"])),
-                   key=lambda pb: (not (pb[1] == "pytorch" and pb[0] == "fp32"),
-                                   order.index(pb[0]) if pb[0] in order else len(order), pb[1]))
-    return [(RAW if (p, b) == ("fp32", "pytorch") else f"{PRECISION_LABELS.get(p, p)} ({b})", p, b) for p, b in pairs]
-
-
-def batch_table(points: pd.DataFrame, device: str, model: str, size: str, metric: str) -> Table:
-    """A throughput-scenario curve as a table: one row per variant, one column per batch size."""
-    group = points[(points["scenario"] == "throughput") & (points["device"] == device) & (points["model"] == model)
-                   & (points["input_shape"].map(_size) == size)]
-    batches = sorted(set(group["input_shape"].map(_batch)))
-    notes, grid = _Notes(), {}
-    rows = batch_rows(group)
-    fmt = (lambda v: f"{v:,.0f}") if metric == THROUGHPUT else sig  # noqa: E731
-    for label, precision, backend in rows:
-        for batch in batches:
-            point = find_point(group, precision=precision, backend=backend, input_shape=f"{batch}x3x{size}")
-            grid[(label, batch)] = _cell(point, point[metric] if point is not None else math.nan, fmt, notes)
-    kind, what, header = BATCH_METRICS[metric]
-    values, cells = _frames(grid, [r[0] for r in rows], batches, header)
-    values.columns.name = cells.columns.name = "batch"
-    lines = notes.lines()
-    if metric == ENERGY_MJ_PER_IMAGE:
-        sources = sorted(set(group.loc[group[metric].notna(), "energy_source"].dropna()))
-        lines.append("energy over each run's timed window from " + "; ".join(sources))
-    return Table(f"{kind}_{slug(device)}_{slug(model)}_{size}",
-                 f"{device}: {model} at {size}, {what} against the batch size (throughput scenario: back-to-back "
-                 "calls, one sync per window)", values, cells, lines)
-
-
-# metric -> (table name, what the table shows, column header)
-BATCH_METRICS = {
-    THROUGHPUT: ("throughput", "images per second (batch x calls / wall time)", "img/s"),
-    LATENCY_MS: ("batchlatency", "latency per call (ms: window time / calls)", "ms per call"),
-    ENERGY_MJ_PER_IMAGE: ("energy", "energy per image (mJ: energy over the window / images)", "mJ per image"),
-}
-
-
-def batch_tables(points: pd.DataFrame) -> list[Table]:
-    """Throughput, latency and (where measured) energy against the batch size, per device x model x input size of
-    the throughput scenario."""
-    sub = points[points["scenario"] == "throughput"]
-    with_energy = _curves(sub[sub[ENERGY_MJ_PER_IMAGE].notna()])
-    return [batch_table(points, *curve, metric) for curve in sorted(_curves(sub)) for metric in BATCH_METRICS
-            if metric != ENERGY_MJ_PER_IMAGE or curve in with_energy]
-
-
-def _curves(points: pd.DataFrame) -> set[tuple[str, str, str]]:
-    """(device, model, input size) of each batch-size curve the points belong to."""
-    return set(zip(points["device"], points["model"], points["input_shape"].map(_size)))
 
 
 def _shape_key(shape: str) -> tuple:

@@ -24,7 +24,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from analysis.judge import SLOWER, Rules, judged_figure, latency_verdict  # noqa: E402
+from analysis.findings import SLOWER, Rules  # noqa: E402
+from analysis.judge import judged_figure, latency_verdict  # noqa: E402
 from bench.contract.names import CHILD, ROLE, STATUS  # noqa: E402
 from bench.contract.protocol import OK  # noqa: E402
 from bench.contract.names import DEVICE_LABEL, GPU_MS, LATENCY_MS

@@ -14,10 +14,11 @@ from analysis import (Selection, aggregate, blog_table, build_report, cross_devi
                       series)
 from analysis.render import render, table_markdown, table_text
 from analysis.report import main
-from analysis.tables import sig
+from analysis.cells import sig
 from bench.contract.errors import ConfigError
 from bench.contract.protocol import FAILED, OK, SKIPPED
-from bench.store.tracking import Store, redact
+from bench.store.address import redact
+from bench.store.tracking import Store
 from synthetic import measurement, record_sweep, tracking
 
 CLS = ["resnet18", "resnet34", "resnet50"]

@@ -11,8 +11,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from analysis import Selection
-from analysis.judge import (ACCURACY, FASTER, MISSING, NEW_FAILURE, NOISE, SLOWER, UNDER_LOAD, Rules,
-                            latency_verdict, nightly_points)
+from analysis.findings import ACCURACY, FASTER, MISSING, NEW_FAILURE, NOISE, SLOWER, UNDER_LOAD, Rules
+from analysis.judge import latency_verdict, nightly_points
 from analysis.regress import check_regressions, main
 from analysis.select import load_runs
 from bench.contract.errors import ConfigError

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.device import sensors
+from bench.device.sensors import cpu, jetson, nvml
+from bench.device.sensors.meter import Unavailable
 from bench.device.sensors import device_state, energy_meter, load_conditions
 from conftest import ROOT
 
@@ -97,8 +98,8 @@ def test_a_jetson_meter_follows_a_power_that_changes_during_the_window(tmp_path)
 
 def test_both_l4t_layouts_are_found_and_the_whole_module_rail_is_chosen(tmp_path):
     nano, nx, agx = (str(tree(name, tmp_path)) for name in ("jetson-nano-l4t32", "xavier-nx-l4t35", "agx-xavier-l4t32"))
-    assert [rail.name for rail in sensors.ina3221_rails(nano)] == ["POM_5V_IN", "POM_5V_GPU", "POM_5V_CPU"]
-    assert [rail.name for rail in sensors.ina3221_rails(nx)] == ["VDD_IN", "VDD_CPU_GPU_CV", "VDD_SOC"]  # not in7
+    assert [rail.name for rail in jetson.ina3221_rails(nano)] == ["POM_5V_IN", "POM_5V_GPU", "POM_5V_CPU"]
+    assert [rail.name for rail in jetson.ina3221_rails(nx)] == ["VDD_IN", "VDD_CPU_GPU_CV", "VDD_SOC"]  # not in7
     assert energy_meter("cuda:0", root=nano)[1] == "jetson INA3221: POM_5V_IN (whole module)"
     meter, source = energy_meter("cuda:0", root=nx)
     assert source == "jetson INA3221: VDD_IN (whole module)"
@@ -124,7 +125,7 @@ def test_rapl_sums_package_and_dram_across_a_counter_wraparound(tmp_path):
     energy_mj, mean_w = meter.stop()
     assert energy_mj == pytest.approx((1000000 + 2000000 + 1000000) / 1000)
     assert 0 < mean_w < 4.0 / 0.05
-    assert sensors.rapl_delta(10, 30, 100) == 20 and sensors.rapl_delta(90, 5, 100) == 15
+    assert cpu.rapl_delta(10, 30, 100) == 20 and cpu.rapl_delta(90, 5, 100) == 15
 
 
 def test_an_absent_source_is_unavailable_and_says_why(tmp_path, monkeypatch):
@@ -201,16 +202,16 @@ def test_load_conditions_name_each_reason_and_nothing_for_a_clean_window():
 
 def test_cuda_indices_map_to_nvml_through_torch_uuids_and_cuda_visible_devices():
     uuids = ["GPU-aaaa1111-0000", "GPU-bbbb2222-0000", "GPU-bbbc3333-0000"]
-    assert sensors.nvml_index(1, uuids) == 1
-    assert sensors.nvml_index(0, uuids, visible="2,0") == 2
-    assert sensors.nvml_index(0, uuids, visible="GPU-bbbb2222-0000") == 1
-    assert sensors.nvml_index(1, uuids, visible="GPU-aaaa,GPU-bbbc") == 2  # unique UUID prefixes
-    assert sensors.nvml_index(0, uuids, visible="0", torch_uuid="bbbc3333-0000") == 2  # torch knows best
+    assert nvml.nvml_index(1, uuids) == 1
+    assert nvml.nvml_index(0, uuids, visible="2,0") == 2
+    assert nvml.nvml_index(0, uuids, visible="GPU-bbbb2222-0000") == 1
+    assert nvml.nvml_index(1, uuids, visible="GPU-aaaa,GPU-bbbc") == 2  # unique UUID prefixes
+    assert nvml.nvml_index(0, uuids, visible="0", torch_uuid="bbbc3333-0000") == 2  # torch knows best
     for index, visible in ((0, "GPU-bbb"), (1, "0"), (0, "")):
-        with pytest.raises(sensors.Unavailable):
-            sensors.nvml_index(index, uuids, visible=visible)
-    with pytest.raises(sensors.Unavailable):
-        sensors.nvml_index(3, uuids)
+        with pytest.raises(Unavailable):
+            nvml.nvml_index(index, uuids, visible=visible)
+    with pytest.raises(Unavailable):
+        nvml.nvml_index(3, uuids)
 
 
 class FakeNvml:

@@ -21,6 +21,7 @@ import time
 import uuid
 
 from bench.contract.errors import ConfigError
+from bench.contract.fields import GROUPS, NAMED, NULLABLE_STR, SETTINGS
 
 PROTOCOL = 1
 
@@ -48,32 +49,11 @@ ENERGY = ("auto", "require", "off")
 CALIBRATION_SOURCES = ("random", "folder")
 ACCURACY_SOURCES = ("random", "folder")
 
-# A plan's fields and their JSON types; ``None`` in a tuple means the field may be null. The backend's
+# A plan's fields and their JSON types, from their one declaration (bench/contract/fields.py). The backend's
 # options are checked by the backend itself; ``sweep`` is the controller's and is only passed through.
-NULLABLE_INT = (int, type(None))
-NULLABLE_STR = (str, type(None))
-NUMBER = (int, float)
-PLAN_SCHEMA = {
-    "protocol": int,
-    "sweep": (dict, type(None)),
-    "model": {"name": str, "weights": str, "bn_recalibration_batches": int},
-    "backend": dict,
-    "precision": str,
-    "scenario": str,
-    "input": {"height": NULLABLE_INT, "width": NULLABLE_INT, "batch_size": int},
-    "timing": {"warmup_iters": int, "warmup_s": NUMBER, "min_iters": int, "min_s": NUMBER, "include_copies": bool,
-               "repeats": int, "interval": NUMBER, "unstable_spread": NUMBER, "lock_clocks": bool, "pin_cpu": bool},
-    "calibration": {"source": str, "folder": NULLABLE_STR, "num_batches": int, "seed": int, "share_images": bool},
-    "accuracy": {"source": str, "folder": NULLABLE_STR, "masks": NULLABLE_STR, "max_images": int, "batches": int,
-                 "seed": int},
-    "energy": str,
-    "device": str,
-    "threads": NULLABLE_INT,
-    "cudnn_benchmark": bool,
-    "raw_baseline": bool,
-    "cache_dir": str,
-    "seed": int,
-}
+PLAN_SCHEMA = {"protocol": int, "sweep": (dict, type(None)), "backend": dict,
+               **{group: {name: field.kind for name, field in declared.items()} for group, declared in GROUPS.items()},
+               **{name: field.kind for name, field in list(NAMED.items()) + list(SETTINGS.items())}}
 # Filled in on the device when the plan is resolved (bench.device.resolve).
 RESOLUTION_SCHEMA = {"backend_requested": str, "variant": str, "task": str, "device_label": str,
                      "skip_reason": NULLABLE_STR, "auto_tried": (list, type(None))}

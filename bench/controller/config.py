@@ -1,86 +1,39 @@
 """Typed schema for every config group, registered in Hydra's ConfigStore.
 
-Each group node is a dataclass, so an override with a typo (``timing.min_iter=5``) or a wrong type
+The plan's groups and settings are made from their one declaration (bench/contract/fields.py, which says what
+each means); the controller's own groups (tracking, executor) are written here. Each group node is a dataclass, so an override with a typo (``timing.min_iter=5``) or a wrong type
 is rejected by Hydra before any work starts, and the Python API and the CLI share one schema.
 Backend options are declared by each backend of the measuring core (``OPTIONS``) and listed in
 ``conf/backend/<name>.yaml``; the device checks them when it resolves the plan.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-
-@dataclass
-class ModelConfig:
-    name: str = MISSING
-    # "random" (seeded init + BatchNorm re-estimation), "pretrained" (torchvision's weights, downloaded into
-    # the torch cache on first use) or the path of a state-dict file on the measured device.
-    weights: str = "random"
-    # Random batches used to re-estimate BatchNorm statistics of random weights; without it activations of
-    # deep models overflow fp16.
-    bn_recalibration_batches: int = 8
+from bench.contract.fields import GROUPS, NAMED, SETTINGS, Field
 
 
-@dataclass
-class PrecisionConfig:
-    name: str = MISSING
+def _annotation(kind: tuple) -> Any:
+    """The Python type Hydra checks a field against, from its JSON types."""
+    nullable = type(None) in kind
+    base = float if float in kind else next(k for k in kind if k is not type(None))
+    return Optional[base] if nullable else base
 
 
-@dataclass
-class ScenarioConfig:
-    name: str = "latency"  # latency (sync per call) | throughput (back-to-back, sync per window)
+def _group_schema(name: str, declared: dict[str, Field]) -> type:
+    """A config group's dataclass, from the plan's declaration of its fields."""
+    return make_dataclass(name, [(key, _annotation(f.kind), field(default=f.default, metadata={"doc": f.doc}))
+                                 for key, f in declared.items()])
 
 
-@dataclass
-class InputConfig:
-    height: Optional[int] = None  # None: the model's default size
-    width: Optional[int] = None
-    batch_size: int = 1
-
-
-@dataclass
-class TimingConfig:
-    """Per process and per series (the converted model, and eager fp32 beside it); docs/methodology.md."""
-
-    warmup_iters: int = 10
-    warmup_s: float = 0.5
-    min_iters: int = 50
-    min_s: float = 1.0
-    # True: each timed call copies the input host->device and the output back (host latency).
-    include_copies: bool = False
-    # Fresh processes per point; the point's figure is the median of their medians.
-    repeats: int = 3
-    interval: float = 0.95  # level of the interval recorded with each figure
-    # A point whose processes' medians disagree by more than this (1.4826 x MAD / median) is tagged unstable.
-    unstable_spread: float = 0.05
-    # Lock the GPU's clocks for the point (nvidia-smi -lgc as root, jetson_clocks on a Jetson), restored after.
-    lock_clocks: bool = False
-    # CUDA points: each process pinned to one CPU, so the thread launching the GPU's work never migrates.
-    pin_cpu: bool = True
-
-
-@dataclass
-class CalibrationConfig:
-    source: str = "random"  # "random" or "folder"
-    folder: Optional[str] = None
-    num_batches: int = 8
-    seed: int = 1234
-    # A folder that accuracy reads too is split (calibration never sees an accuracy image); true: share it.
-    share_images: bool = False
-
-
-@dataclass
-class AccuracyConfig:
-    source: str = "random"  # "random" (seeded noise batches) or "folder" (real images)
-    folder: Optional[str] = None
-    masks: Optional[str] = None  # segmentation: a folder of label masks named like the images
-    max_images: int = 500
-    batches: int = 4  # random: how many noise batches
-    seed: int = 0
+ModelConfig, InputConfig, TimingConfig, CalibrationConfig, AccuracyConfig = (
+    _group_schema(f"{group.title()}Config", GROUPS[group]) for group in ("model", "input", "timing", "calibration",
+                                                                          "accuracy"))
+PrecisionConfig, ScenarioConfig = (_group_schema(f"{name.title()}Config", {"name": NAMED[name]}) for name in NAMED)
 
 
 @dataclass
@@ -118,31 +71,28 @@ class AutoBackendConfig:
     )
 
 
-@dataclass
-class Config:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    backend: Any = MISSING
-    precision: PrecisionConfig = field(default_factory=PrecisionConfig)
-    scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
-    input: InputConfig = field(default_factory=InputConfig)
-    timing: TimingConfig = field(default_factory=TimingConfig)
-    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
-    accuracy: AccuracyConfig = field(default_factory=AccuracyConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    # CPU threads for torch and ONNX Runtime; None: on a CPU point every CPU but one (at least one), on CUDA the
-    # libraries' default (bench.device.point.threads_for says why)
-    threads: Optional[int] = None
-    cudnn_benchmark: bool = True  # let cuDNN pick its fastest algorithms for eager and compiled runs
-    raw_baseline: bool = True  # time eager fp32 in the same run, for a same-run speed-up
-    energy: str = "auto"  # auto: measure where a sensor exists | require: error without one | off
-    cache_dir: str = "~/.cache/trt-bench"  # on the measured device
-    seed: int = 0
+def _group(schema: type):
+    return field(default_factory=schema)
+
+
+# The root: the plan's groups and settings (declared in bench/contract/fields.py), and the controller's own.
+Config = make_dataclass("Config", [
+    ("model", ModelConfig, _group(ModelConfig)),
+    ("backend", Any, field(default=MISSING)),
+    ("precision", PrecisionConfig, _group(PrecisionConfig)),
+    ("scenario", ScenarioConfig, _group(ScenarioConfig)),
+    ("input", InputConfig, _group(InputConfig)),
+    ("timing", TimingConfig, _group(TimingConfig)),
+    ("calibration", CalibrationConfig, _group(CalibrationConfig)),
+    ("accuracy", AccuracyConfig, _group(AccuracyConfig)),
+    ("tracking", TrackingConfig, _group(TrackingConfig)),
+    ("executor", ExecutorConfig, _group(ExecutorConfig)),
+    *((name, _annotation(f.kind), field(default=f.default, metadata={"doc": f.doc})) for name, f in SETTINGS.items()),
     # auto: re-running a grid whose sweep was interrupted finishes that sweep | last: continue its newest sweep,
     # finished or not | new | <parent run id>
-    resume: str = "auto"
-    label: Optional[str] = None  # names the sweep; part of what makes two runs "the same sweep"
+    ("resume", str, field(default="auto")),
+    ("label", Optional[str], field(default=None)),  # names the sweep; part of what makes two runs "the same sweep"
+])
 
 
 def hydra_argv(argv: list[str]) -> list[str]:

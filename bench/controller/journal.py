@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from bench.contract.names import COMPLETE, INCOMPLETE
-from bench.store.tracking import process_gone, process_token
+from bench.store.locks import process_gone, process_token
 
 JOURNAL_DIR = Path(os.environ.get("XDG_STATE_HOME", "~/.local/state")).expanduser() / "trt-bench" / "journal"
 

@@ -17,6 +17,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from bench.controller.config import Config
 from bench.contract.errors import ConfigError
+from bench.contract.fields import GROUPS, NAMED, SETTINGS
 from bench.contract.protocol import PROTOCOL, PlanError, check_plan, check_values, digest
 
 # Settings of the whole sweep: one store, one executor, one resume policy.
@@ -68,26 +69,11 @@ def _unknown_keys(node: Any, schema: Any, path: str = "") -> list[str]:
 
 
 def plan_from_config(config: dict) -> dict:
-    """The plan of one composed config (a plain dict, interpolations resolved)."""
-    return {
-        "protocol": PROTOCOL,
-        "sweep": None,
-        "model": config["model"],
-        "backend": config["backend"],
-        "precision": config["precision"]["name"],
-        "scenario": config["scenario"]["name"],
-        "input": config["input"],
-        "timing": config["timing"],
-        "calibration": config["calibration"],
-        "accuracy": config["accuracy"],
-        "energy": config["energy"],
-        "device": config["device"],
-        "threads": config["threads"],
-        "cudnn_benchmark": config["cudnn_benchmark"],
-        "raw_baseline": config["raw_baseline"],
-        "cache_dir": config["cache_dir"],
-        "seed": config["seed"],
-    }
+    """The plan of one composed config (a plain dict, interpolations resolved): the fields bench/contract/fields.py
+    declares, a named group (precision, scenario) by its name."""
+    return {"protocol": PROTOCOL, "sweep": None, "backend": config["backend"],
+            **{group: config[group] for group in GROUPS}, **{name: config[name]["name"] for name in NAMED},
+            **{name: config[name] for name in SETTINGS}}
 
 
 def _container(cfg: DictConfig, where: str) -> dict:

@@ -16,8 +16,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,10 +27,13 @@ from bench.controller.journal import Journal
 from bench.contract.errors import ConfigError
 from bench.contract.protocol import EXECUTOR_FAILURE, FAILED, OK, OUT_OF_MEMORY, SKIPPED, failed_measurement, \
     now_ms, point_key, point_name, series_name, skipped_measurement
+from bench.controller.signals import EXIT_SIGNAL, Interrupted, signals_interrupt
 from bench.controller.plan import Grid, make_grid
 from bench.store.spool import DEFAULT_SPOOL_DIR, Spool
-from bench.store.tracking import SERVER_ERRORS, Store, check_uri, error_line, file_lock, link, redact, \
-    tracking_uri
+from bench.store.address import SERVER_ERRORS, check_uri, error_line, redact, tracking_uri
+from bench.store.locks import file_lock
+from bench.store.tracking import Store
+from bench.store.views import link
 from bench.contract.names import DEVICE_LABEL, HOST_NAME, TIMING_UNSTABLE
 from bench.contract import names
 
@@ -40,29 +42,6 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 
 EXIT_OK, EXIT_FAILED_POINTS, EXIT_BAD_INPUT = 0, 1, 2
-EXIT_SIGNAL = 128  # + the signal's number, as shells report it (Ctrl-C: 130, SIGTERM: 143)
-
-
-class Interrupted(BaseException):
-    """The sweep was stopped by a signal (Ctrl-C, SIGTERM, SIGHUP); ``signum`` says which."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-@contextmanager
-def signals_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP stop the sweep the way Ctrl-C does, so it is closed and its worker killed."""
-    def handler(signum, _frame):
-        raise Interrupted(signum)
-
-    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
 
 
 @dataclass

@@ -25,6 +25,7 @@ from bench.contract.names import (
     CPU_MODEL, DESCRIPTION, DEVICE_LABEL, DEVICE_NAME, ENERGY_MJ_PER_IMAGE, EVENTS, FAILURE, GPU_MS, GPU_SPEEDUP,
     HOST_NAME, INPUT_SHAPE, KIND, MODEL_TASK, POINT_ID, POINT_KEY, REASON, ROLE, RUN_NAME, STATUS, SWEEP_ID,
     TIMING_CONDITIONS, TIMING_METHOD, TIMING_UNSTABLE, UNSTABLE)
+from bench.contract.fields import declared_params
 from bench.contract.protocol import FAILED, OK, point_key, point_name
 
 # MLflow run statuses.
@@ -77,43 +78,21 @@ def _weights(plan: dict) -> str:
 
 
 def params(plan: dict, details: dict) -> dict[str, str]:
-    """The settings that define a resolved point: no nulls, no CUDA-only settings on a CPU point, no paths."""
-    on_cuda = plan["device"].startswith("cuda")
+    """The settings that define a resolved point (bench/contract/fields.py says which), and what the device
+    resolved: no nulls, no CUDA-only settings on a CPU point, no paths."""
     backend = {k: v for k, v in plan["backend"].items() if k != "name" and v is not None}
-    if not on_cuda:
+    if not plan["device"].startswith("cuda"):
         backend.pop("cuda_graphs", None)
     size = plan["input"]
     found = {
-        "model": plan["model"]["name"],
+        **declared_params(plan),
         "model.weights": _weights(plan),
         "backend": plan["backend"]["name"],
         BACKEND_REQUESTED: plan["resolution"]["backend_requested"],
         BACKEND_VARIANT: plan["resolution"]["variant"],
         **{f"backend.{k}": v for k, v in backend.items()},
-        "precision": plan["precision"],
-        "scenario": plan["scenario"],
         INPUT_SHAPE: f"{size['batch_size']}x3x{size['height']}x{size['width']}",
-        "input.batch_size": size["batch_size"],
-        "device": plan["device"],
-        "raw_baseline": plan["raw_baseline"],
-        **{f"timing.{k}": plan["timing"][k] for k in ("warmup_iters", "warmup_s", "min_iters", "min_s", "repeats")},
-        "accuracy.source": plan["accuracy"]["source"],
     }
-    if plan["accuracy"]["source"] == "random":
-        found.update({"accuracy.batches": plan["accuracy"]["batches"], "accuracy.seed": plan["accuracy"]["seed"]})
-    else:
-        found["accuracy.max_images"] = plan["accuracy"]["max_images"]
-    if on_cuda:
-        found.update({"cudnn_benchmark": plan["cudnn_benchmark"], "timing.include_copies":
-                      plan["timing"]["include_copies"]})
-    if plan["threads"] is not None:
-        found["threads"] = plan["threads"]
-    if plan["precision"] == "int8":
-        calibration = plan["calibration"]
-        found.update({"calibration.source": calibration["source"], "calibration.num_batches":
-                      calibration["num_batches"]})
-        found["calibration.seed" if calibration["source"] == "random" else "calibration.share_images"] = \
-            calibration["seed"] if calibration["source"] == "random" else calibration["share_images"]
     if TIMING_METHOD in details:
         found[TIMING_METHOD] = details[TIMING_METHOD]
     return {key: str(value) for key, value in found.items()}

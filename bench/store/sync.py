@@ -23,7 +23,10 @@ from pathlib import Path
 from bench.contract.errors import ConfigError, OneLineParser
 from bench.store.record import PointRecord, record_from
 from bench.store.spool import DEFAULT_SPOOL_DIR, Spool
-from bench.store.tracking import SERVER_ERRORS, Store, Unreachable, error_line, file_lock, link, redact
+from bench.store.address import SERVER_ERRORS, Unreachable, error_line, redact
+from bench.store.locks import file_lock
+from bench.store.tracking import Store
+from bench.store.views import link
 from bench.contract.names import HOST_NAME
 from bench.contract import names
 

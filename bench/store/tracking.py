@@ -1,4 +1,4 @@
-"""Everything MLflow: which store, its sweeps' parent runs, one run per point, resume, and the spool.
+"""The MLflow store: its sweeps' parent runs, one run per point, resume, and the spool.
 
 It uses ``MlflowClient`` with explicit run ids rather than ``mlflow.start_run``, so no run is left
 "active" in process-global state and parallel launchers cannot cross their runs. The store is
@@ -8,181 +8,36 @@ point, the measurement goes to the spool (``bench.store.spool``) and ``python -m
 """
 from __future__ import annotations
 
-import fcntl
 import functools
-import json
 import logging
 import os
-import socket
 import tempfile
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from requests.exceptions import RequestException
 
-from bench.store import record
-from bench.contract.errors import ConfigError
-from bench.contract.protocol import digest, now_ms
-from bench.contract.names import CHILD, PARENT
-from bench.store.record import PointRecord
-from bench.contract.names import CONTROLLER, CONTROLLER_PROCESS, HEARTBEAT_MS, LAST_WRITE_MS, POINTS_PLANNED
 from bench.contract import names
-from bench.contract.protocol import EXECUTOR_FAILURE, FAILED, STATUSES
+from bench.contract.errors import ConfigError
+from bench.contract.names import CHILD, CONTROLLER, CONTROLLER_PROCESS, HEARTBEAT_MS, LAST_WRITE_MS, PARENT, \
+    POINTS_PLANNED
+from bench.contract.protocol import EXECUTOR_FAILURE, FAILED, STATUSES, now_ms
+from bench.store import record
+from bench.store.address import SERVER_ERRORS, Unreachable, auth_message, bounded_http, check_reachable, check_uri, \
+    error_line, redact, sqlite_path, store_error, tracking_uri
+from bench.store.locks import file_lock, process_gone, process_token, store_lock
+from bench.store.record import PointRecord
+from bench.store.views import SAVED_VIEW, sweep_view
 
 log = logging.getLogger(__name__)
 
-# What a server that is down, restarting or unreachable raises; a point's measurement then goes to the spool.
-SERVER_ERRORS = (MlflowException, RequestException, OSError)
-LOCK_DIR = Path("~/.cache/trt-bench/locks").expanduser()
 # A RUNNING parent run of another host is taken as abandoned when it has had no news for this long.
 ABANDONED_AFTER_S = 24 * 3600
 # The MLflow UI opens an experiment of this kind in its model-training view (not the GenAI traces view).
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
-
-
-class Unreachable(ConfigError):
-    """The tracking server does not answer (as opposed to answering with an error)."""
-
-
-def tracking_uri(uri: str | None) -> str:
-    """Config, then $MLFLOW_TRACKING_URI, then SQLite ``mlflow.db`` in the launch directory."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-
-
-def redact(uri: str) -> str:
-    """The URI as it may be shown anywhere: any user:password replaced by ***."""
-    parts = urllib.parse.urlsplit(uri)
-    if not (parts.username or parts.password):
-        return uri
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"***@{parts.netloc.rsplit('@', 1)[1]}"))
-
-
-def sqlite_path(uri: str) -> Path | None:
-    return Path(uri.removeprefix("sqlite:///").split("?")[0]) if uri.startswith("sqlite:///") else None
-
-
-def check_uri(uri: str, server: bool = False) -> None:
-    """Mistakes in the URI itself, one line each; a password in it is never echoed."""
-    parts = urllib.parse.urlsplit(uri)
-    if parts.scheme in ("http", "https") and (parts.username or parts.password):
-        raise ConfigError(f"tracking URI {redact(uri)} has credentials in it: set MLFLOW_TRACKING_USERNAME and "
-                          "MLFLOW_TRACKING_PASSWORD instead, so they never reach a config file, a run or a log")
-    if server and parts.scheme not in ("http", "https"):
-        raise ConfigError(f"tracking=server needs an http(s):// tracking server in tracking.uri or "
-                          f"$MLFLOW_TRACKING_URI, got {redact(uri)}")
-    known = ("http", "https", "sqlite", "file", "postgresql", "mysql", "mssql", "databricks")
-    if parts.scheme and parts.scheme.split("+")[0] not in known:
-        raise ConfigError(f"tracking URI {redact(uri)}: MLflow has no store for scheme {parts.scheme!r} "
-                          f"(use sqlite:///path/mlflow.db, a folder, or an http(s):// server)")
-    path = sqlite_path(uri)
-    if path is not None and not path.parent.is_dir():
-        raise ConfigError(f"tracking URI {uri}: folder {path.parent} does not exist (create it first)")
-    if parts.scheme == "file" or (not parts.scheme and uri):
-        folder = Path(uri.removeprefix("file://").removeprefix("file:")).parent
-        if not folder.is_dir():
-            raise ConfigError(f"tracking URI {uri}: folder {folder} does not exist (create it first)")
-
-
-def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
-    """An http(s) server that does not answer: Unreachable, before any work."""
-    if uri.startswith(("http://", "https://")):
-        try:
-            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s).close()
-        except urllib.error.HTTPError:
-            return  # the server answered: reachable (the login is checked by the first real call)
-        except (OSError, ValueError) as exc:
-            raise Unreachable(f"tracking URI {redact(uri)} cannot be reached: {getattr(exc, 'reason', exc)}") from None
-
-
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock between processes on one host (or a shared filesystem with working locks)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
-def store_lock(uri: str):
-    """SQLite: parallel writers race on creating the schema and the experiment; serialise them (lock file in
-    ~/.cache, not beside the database, whose folder may be read-only)."""
-    path = sqlite_path(uri)
-    return file_lock(LOCK_DIR / f"store-{digest(path.resolve())}.lock") if path else nullcontext()
-
-
-@contextmanager
-def bounded_http(timeout_s: int, retries: int) -> Iterator[None]:
-    """Bound MLflow's HTTP retries for this block, so an unreachable server costs seconds, not minutes.
-
-    MLflow reads its retry policy only from the environment (by default about 4 minutes of retries per
-    request). A user's own MLFLOW_HTTP_REQUEST_* settings win; what is set here is undone after.
-    """
-    limits = {"MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries),
-              "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
-    added = [name for name in limits if name not in os.environ]
-    os.environ.update({name: limits[name] for name in added})
-    try:
-        yield
-    finally:
-        for name in added:
-            os.environ.pop(name, None)
-
-
-def error_line(exc: BaseException) -> str:
-    """The first line of an error, short enough for a log line; its end (the cause) is kept."""
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else type(exc).__name__
-    return line if len(line) <= 300 else f"{line[:140]} ... {line[-150:]}"
-
-
-def store_error(uri: str, exc: BaseException) -> ConfigError:
-    """A store MLflow cannot use (a corrupt database, a read-only one, an unknown scheme) as one line."""
-    cause = error_line(exc)
-    if "file is not a database" in cause or "malformed" in cause:
-        return ConfigError(f"tracking URI {redact(uri)}: not a readable MLflow database ({cause})")
-    if "readonly" in cause or "read-only" in cause or "Permission denied" in cause:
-        return ConfigError(f"tracking URI {redact(uri)} cannot be written ({cause}); nothing was measured")
-    return ConfigError(f"tracking URI {redact(uri)} cannot be used: {cause}")
-
-
-def auth_message(uri: str, status: int) -> str:
-    if status == 403:
-        return (f"tracking server {redact(uri)} refused the user in MLFLOW_TRACKING_USERNAME (HTTP 403): "
-                "it needs permission to use the experiment")
-    if not os.environ.get("MLFLOW_TRACKING_USERNAME"):
-        return (f"tracking server {redact(uri)} requires a login (HTTP 401): set MLFLOW_TRACKING_USERNAME and "
-                "MLFLOW_TRACKING_PASSWORD")
-    return (f"tracking server {redact(uri)} rejected the login (HTTP 401): check MLFLOW_TRACKING_USERNAME and "
-            "MLFLOW_TRACKING_PASSWORD")
-
-
-def process_token() -> str:
-    """This process on this host, unmistakably (pid numbers are reused; their start times are not)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_start_ticks(os.getpid())}"
-
-
-def _start_ticks(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return "?"
-
-
-def process_gone(token: str) -> bool | None:
-    """Whether the process a token names has ended; None when it ran on another host (unknowable here)."""
-    host, _, rest = token.partition(":")
-    pid, _, ticks = rest.partition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return None
-    return _start_ticks(int(pid)) != ticks
 
 
 def bounded(method):
@@ -438,35 +293,3 @@ class Store:
         return self.upload(point, parent_id), True
 
 
-SAVED_VIEW = "mlflow.sharedViewState."  # experiment tag prefix of the UI's saved views ("Views" menu)
-# End-to-end and (CUDA) GPU compute figures side by side, then how far the point's processes agreed.
-VIEW_COLUMNS = ["metrics.`latency_ms_median`", "metrics.`speedup`", "metrics.`gpu_ms_median`", "metrics.`gpu_speedup`",
-                "metrics.`latency_ms_spread`", "metrics.`throughput_ips`",
-                "attributes.`Description`", "params.`model`", "params.`backend`", "params.`precision`",
-                "params.`input.shape`"]
-
-
-def sweep_view(sweep: dict, created_ms: int) -> str:
-    """The MLflow UI's saved view of one sweep: its runs, fastest first, with the numbers as columns.
-
-    The UI keeps its table layout (columns, sort) in the browser; a saved view is the one layout a client can
-    hand it, and the link opens it. Sorted, the rows are flat: parent and children side by side.
-    """
-    state = {"searchFilter": f"tags.`{names.SWEEP_ID}` = '{sweep['id']}'",
-             "orderByKey": "metrics.`latency_ms_median`", "orderByAsc": True, "selectedColumns": VIEW_COLUMNS}
-    return json.dumps({"name": sweep["name"], "createdAt": created_ms, "updatedAt": created_ms,
-                       "state": json.dumps(state)})
-
-
-def link(uri: str, experiment_id: str, parent_id: str | None = None) -> str:
-    """The address that opens a sweep's runs (its saved view) in the MLflow UI's model-training view.
-
-    For a local store it is the address of ``mlflow ui`` on its default port; for a server, the server's.
-    ``workflowType`` is in the link because MLflow 3.17 opens every experiment in its GenAI view otherwise
-    (it ignores ``mlflow.experimentKind``); a search parameter would make the UI ignore the view.
-    """
-    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
-    query = "workflowType=machine_learning"
-    if parent_id:
-        query += "&" + urllib.parse.urlencode({"viewStateShareKey": parent_id})
-    return f"{redact(base)}/#/experiments/{experiment_id}/runs?{query}"
