@@ -1,6 +1,7 @@
 """Measurements on disk: a device's offline results folder and the controller's spool share this format.
 
-Each entry is one folder ``<YYYYmmddTHHMMSS>-<point_id>/measurement.json``, written under a hidden
+``write_file_atomic`` is every side's way to write one file whole (a journal entry, a plans file, a
+TensorRT timing cache). Each entry is one folder ``<YYYYmmddTHHMMSS>-<point_id>/measurement.json``, written under a hidden
 name, flushed to disk and renamed into place, so a crash or a power cut never leaves half an entry
 that an upload would read. ``python -m bench.store.sync`` moves an uploaded entry into ``synced/`` and an
 entry that does not load into ``quarantine/``, so nothing is ever lost or uploaded twice.
@@ -28,6 +29,19 @@ def _fsync_dir(path: str) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def write_file_atomic(path: str, data: bytes) -> None:
+    """One file written whole or not at all: written beside it under a partial name, flushed, renamed over it."""
+    folder = os.path.dirname(path)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    partial = "{}.partial-{}".format(path, os.getpid())
+    with open(partial, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
 
 
 def write_entry(folder: str, measurement: dict) -> str:

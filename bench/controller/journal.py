@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+from bench.contract.results import write_file_atomic
 from bench.contract.names import COMPLETE, INCOMPLETE
 from bench.store.locks import process_gone, process_token
 
@@ -31,10 +32,7 @@ class Journal:
             return None
 
     def _write(self, entry: dict) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        partial = self._path(entry["id"]).with_suffix(f".{os.getpid()}.partial")
-        partial.write_text(json.dumps(entry, sort_keys=True))
-        partial.replace(self._path(entry["id"]))
+        write_file_atomic(str(self._path(entry["id"])), json.dumps(entry, sort_keys=True).encode())
 
     def start(self, sweep: dict) -> None:
         entry = self._read(sweep["id"]) or {"id": sweep["id"], "grid_key": sweep["grid_key"], "uri": sweep["uri"],

@@ -34,6 +34,7 @@ from bench.store.address import SERVER_ERRORS, check_uri, error_line, redact, tr
 from bench.store.locks import file_lock
 from bench.store.tracking import Store
 from bench.store.views import link
+from bench.contract.results import write_file_atomic
 from bench.contract.names import DEVICE_LABEL, HOST_NAME, TIMING_UNSTABLE
 from bench.contract import names
 
@@ -91,9 +92,8 @@ def write_plans(grid: Grid, sweep: dict, out: str) -> Path:
     path = Path(out).expanduser()
     if not path.parent.is_dir():
         raise ConfigError(f"executor.out={out}: folder {path.parent} does not exist")
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text("".join(json.dumps(dict(plan, sweep=sweep), sort_keys=True) + "\n" for plan in grid.plans))
-    partial.replace(path)
+    write_file_atomic(str(path), "".join(json.dumps(dict(plan, sweep=sweep), sort_keys=True) + "\n"
+                                         for plan in grid.plans).encode())
     return path
 
 

@@ -85,14 +85,3 @@ def _remove_orphans(folder: str) -> None:
         if pid.isdigit() and not os.path.exists("/proc/{}".format(pid)):
             log.info("removing %s, left by a build that was killed", partial)
             shutil.rmtree(partial, ignore_errors=True)
-
-
-def write_file_atomic(path: str, data: bytes) -> None:
-    """One file written whole (a shared cache file such as a TensorRT timing cache)."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    partial = "{}.partial-{}".format(path, os.getpid())
-    with open(partial, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)

@@ -16,7 +16,8 @@ import torch
 
 from bench.device import accuracy, calibration, fingerprint, images, sensors, timing
 from bench.device.backends import create
-from bench.device.backends.base import ConversionRequest, Converted, Target, digest
+from bench.device.backends.base import ConversionRequest, Converted, Target
+from bench.contract.protocol import digest
 from bench.device.models import CLASSIFICATION, build_model
 from bench.contract.protocol import FAILED, OK, OUT_OF_MEMORY, POINT_FAILURE, SKIPPED, new_measurement, now_ms
 from bench.device.resolve import cache_dir, input_shape, resolve_target, skip_reason

@@ -5,7 +5,6 @@ It knows nothing about timing or tracking: the point times ``Converted.run`` and
 records what comes back. Its options are declared in ``OPTIONS`` (name -> default and allowed
 types); ``conf/backend/<name>.yaml`` lists the same names and defaults for Hydra.
 """
-import hashlib
 import importlib.util
 from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
@@ -116,11 +115,6 @@ class Backend:
 def check_choice(name: str, value: object, allowed) -> None:
     if value not in allowed:
         raise ConfigError("backend.{}={!r} is not one of: {}".format(name, value, ", ".join(map(str, allowed))))
-
-
-def digest(*parts: object) -> str:
-    """A short stable key for cache entries."""
-    return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:16]
 
 
 def float_model(model: nn.Module, precision: str, channels_last: bool):

@@ -15,7 +15,8 @@ import torch
 
 from bench.device import cache, onnx_export
 from bench.device.backends.base import NONE, Backend, ConversionRequest, Converted, Option, Target, \
-    check_choice, digest
+    check_choice
+from bench.contract.protocol import digest
 from bench.device.onnx_export import INPUT_NAME
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,9 @@ import torch
 
 from bench.device import cache, onnx_export
 from bench.device.backends import trt_rules
-from bench.device.backends.base import NONE, Backend, ConversionRequest, Converted, Option, Target, digest
+from bench.device.backends.base import NONE, Backend, ConversionRequest, Converted, Option, Target
+from bench.contract.protocol import digest
+from bench.contract.results import write_file_atomic
 from bench.contract.errors import ConfigError
 from bench.device.onnx_export import INPUT_NAME, OUTPUT_NAME
 from bench.contract.protocol import PRECISIONS
@@ -232,7 +234,7 @@ class TensorrtBackend(Backend):
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
             raise RuntimeError(f"TensorRT {trt.__version__} could not build the engine (its log above says why)")
-        cache.write_file_atomic(timing_path, bytes(memoryview(timing.serialize())))
+        write_file_atomic(timing_path, bytes(memoryview(timing.serialize())))
         return bytes(memoryview(serialized))
 
 
@@ -262,7 +264,7 @@ def make_calibrator(trt, algorithm: str, batches, cache_path: str):
                 return handle.read()
 
         def write_calibration_cache(self, data) -> None:
-            cache.write_file_atomic(cache_path, bytes(memoryview(data)))
+            write_file_atomic(cache_path, bytes(memoryview(data)))
 
     return Calibrator()
 

@@ -20,7 +20,8 @@ import torch
 
 from bench.device import cache
 from bench.device.backends import trt_rules
-from bench.device.backends.base import NONE, Backend, ConversionRequest, Converted, Option, Target, digest
+from bench.device.backends.base import NONE, Backend, ConversionRequest, Converted, Option, Target
+from bench.contract.protocol import digest
 from bench.device.backends.trt_rules import TrtName
 from bench.contract.errors import ConfigError
 from bench.device.fingerprint import distribution_version

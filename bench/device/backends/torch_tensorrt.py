@@ -21,7 +21,8 @@ import torch
 
 from bench.device import cache
 from bench.device.backends import trt_rules
-from bench.device.backends.base import FLOAT_DTYPES, Backend, ConversionRequest, Converted, Option, Target, digest
+from bench.device.backends.base import FLOAT_DTYPES, Backend, ConversionRequest, Converted, Option, Target
+from bench.contract.protocol import digest
 from bench.contract.errors import ConfigError
 from bench.contract.protocol import PRECISIONS
 
