@@ -5,31 +5,33 @@
     python nightly.py --wait 3600 --threshold 10 model=resnet18,resnet50
 
 1. Takes the device lock (``bench.controller.lock``), so two nightlies never time one device at once.
-2. Runs ``python run.py -m experiment=nightly tracking.kind=nightly label=nightly-<date>``: run again the
-   same night, it resumes the sweep (the same grid and label finish what an interruption left).
-   The sweep's report is attached to its parent run by run.py, as for every sweep.
+2. Sweeps what ``python run.py -m experiment=nightly tracking.kind=nightly label=nightly-<date>`` would,
+   in this process and through the same route (``bench.controller.sweep.run_grid``): run again the same night,
+   it resumes the sweep (the same grid and label finish what an interruption left). The sweep's report is
+   attached to its parent run, as for every sweep.
 3. Compares the nightly with the device's previous ones (``analysis.regress``) and attaches the summary
    and the history plots of flagged series to the parent run as ``regressions/``.
 
 It sits above ``bench/`` and ``analysis/`` (it uses both) and imports no torch.
 
-Exit status: 0 all well (or no baseline yet), 1 regression(s), 2 bad input or a sweep that recorded
-nothing, 3 failed points or an incomplete sweep (and no regression), 4 the device is locked by another
-nightly.
+Exit status (bench/contract/exits.py): 0 all well (or no baseline yet), 1 failed points, an incomplete sweep or
+one that recorded nothing (and no regression), 2 bad input, 3 regression(s), 4 the device is locked by another
+nightly, 128 + N stopped by signal N.
 """
 from __future__ import annotations
 
 import argparse
 import logging
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
@@ -39,19 +41,19 @@ from analysis.build import build_report
 from analysis.plots import write_regression_plots
 from analysis.regress import add_rule_arguments, check_regressions, rules_from
 from analysis.select import Selection, connect
-from bench.controller.config import register_configs
-from bench.controller.executors import Device
-from bench.controller.lock import DEFAULT_LOCK_DIR, LockBusy, device_lock
+from bench.contract import exits
 from bench.contract.errors import ConfigError, OneLineParser
+from bench.contract.names import NIGHTLY_REGRESSIONS, NIGHTLY_STATUS
+from bench.contract.protocol import FAILED
+from bench.controller.config import hydra_argv, register_configs
+from bench.controller.lock import DEFAULT_LOCK_DIR, LockBusy, device_lock
+from bench.controller.sweep import Outcome as SweepOutcome, run_grid
 from bench.store.address import tracking_uri
-from bench.contract import names
-from bench.contract.protocol import FAILED, STATUSES
 
 log = logging.getLogger("nightly")
 
 ROOT = Path(__file__).resolve().parent
 KIND = "nightly"
-OK_EXIT, REGRESSION_EXIT, BAD_INPUT_EXIT, FAILED_POINTS_EXIT, LOCKED_EXIT = 0, 1, 2, 3, 4
 # Set by the nightly command itself; an override of them would split or mislabel the nightly.
 RESERVED = {"tracking.kind": "nothing (nightly runs are kind nightly)", "label": "--date", "experiment": "--grid",
             "resume": "nothing (the same night continues its sweep, a new night starts afresh)"}
@@ -59,65 +61,58 @@ RESERVED = {"tracking.kind": "nothing (nightly runs are kind nightly)", "label":
 
 @dataclass
 class Night:
-    """What tonight's run will do, settled before the lock is taken."""
+    """What tonight's run will do, settled before anything starts."""
 
     grid: str  # conf/experiment/<grid>.yaml
-    device: str  # the device the points run on, e.g. cpu or cuda:0 (the lock's name)
+    device: str  # the config's device: cpu, cuda:N or auto (the measuring side then says which)
+    executor: dict  # how the measuring side is reached (its host names the lock of a remote device)
     date: str  # YYYY-MM-DD
     uri: str
     experiment: str
     overrides: list[str]
+    configs: list  # one composed config per point, as run.py -m composes them
+    points: list[list[str]]  # each point's overrides
 
     @property
     def label(self) -> str:
         return f"{KIND}-{self.date}"
 
-    def command(self) -> list[str]:
-        # resume=last: the same night continues its sweep, finished or not (recorded points are not measured again)
-        return [sys.executable, str(ROOT / "run.py"), "-m", f"experiment={self.grid}", f"tracking.kind={KIND}",
-                f"label={self.label}", "resume=last", *self.overrides]
+    def arguments(self) -> list[str]:
+        """Tonight's sweep as ``python run.py -m`` takes it."""
+        return [*tonight(self.grid, self.date), *self.overrides]
 
 
 @dataclass
 class Outcome:
     """What the night produced, and the exit status it adds up to."""
 
-    sweep_exit: int  # run.py's exit status
-    parent_id: str | None = None
-    points: dict[str, int] | None = None  # ok / skipped / failed
-    state: str = ""  # the sweep's bench.sweep_state: complete or incomplete
+    sweep: SweepOutcome
     regressions: int = 0
     summary_text: str = ""
 
     @property
     def exit_code(self) -> int:
-        if self.parent_id is None:
-            return BAD_INPUT_EXIT if self.sweep_exit == BAD_INPUT_EXIT else FAILED_POINTS_EXIT
+        if self.sweep.interrupted is not None:
+            return self.sweep.exit_code
+        if self.sweep.parent_id is None:
+            return exits.FAILED_POINTS
         if self.regressions:
-            return REGRESSION_EXIT
-        broken = self.points[FAILED] or self.state != names.COMPLETE or self.sweep_exit not in (0, 1)
-        return FAILED_POINTS_EXIT if broken else OK_EXIT
+            return exits.REGRESSION
+        broken = self.sweep.counts[FAILED] or not self.sweep.complete
+        return exits.FAILED_POINTS if broken else exits.OK
 
     def summary(self) -> str:
-        if self.parent_id is None:
-            return f"The nightly sweep recorded no point (run.py exit status {self.sweep_exit}); its output is above."
-        counts = ", ".join(f"{n} {status}" for status, n in self.points.items())
-        meaning = {OK_EXIT: "all well", REGRESSION_EXIT: "regression", FAILED_POINTS_EXIT:
-                   "failed points or an incomplete sweep"}[self.exit_code]
-        return (f"Nightly sweep {self.parent_id}: {counts} ({self.state}); run.py exit status {self.sweep_exit}. "
+        if self.sweep.parent_id is None:
+            return f"The nightly sweep recorded no point ({self.sweep.summary()}); its output is above."
+        meaning = {exits.OK: "all well", exits.REGRESSION: "regression", exits.FAILED_POINTS:
+                   "failed points or an incomplete sweep"}.get(self.exit_code, "stopped")
+        state = "complete" if self.sweep.complete else "incomplete"
+        return (f"Nightly sweep {self.sweep.parent_id}: {self.sweep.summary()} ({state}). "
                 f"Exit status {self.exit_code} ({meaning}).")
 
 
-def _compose(grid: str, overrides: list[str]):
-    """The config run.py will see (less the grid's sweeps), to learn the device and the store before the lock."""
-    register_configs()
-    single = [o for o in overrides if not o.startswith(("hydra.", "hydra/"))]
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=[f"experiment={grid}", *single])
-
-
 def plan(grid: str, overrides: Sequence[str], on: str | None = None) -> Night:
-    """Check the overrides and settle date, store and the device's name; every mistake is one ConfigError."""
+    """Check the overrides and settle date, store and device; every mistake is one ConfigError."""
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except HydraException as exc:
@@ -130,73 +125,74 @@ def plan(grid: str, overrides: Sequence[str], on: str | None = None) -> Night:
         if key in ("device", "executor", "executor.host") and override.is_sweep_override():
             raise ConfigError(f"override {override.input_line!r}: one nightly times one device; run one nightly "
                               "per device (each takes its own lock)")
-    single = [o.input_line for o in parsed if not o.is_sweep_override()]
-    try:
-        cfg = _compose(grid, single)
-    except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(f"{str(exc).splitlines()[0]} (grid {grid!r}, overrides: {' '.join(overrides) or 'none'})") \
-            from None
     try:
         day = date.fromisoformat(on).isoformat() if on else datetime.now().date().isoformat()
     except ValueError:
         raise ConfigError(f"--date {on!r} is not a date like 2024-05-01") from None
-    executor = OmegaConf.to_container(cfg.executor, resolve=True)
-    return Night(grid, device_name(executor, cfg.device), day, tracking_uri(cfg.tracking.uri), cfg.tracking.experiment,
-                 list(overrides))
+    configs, points = grid_points(grid, [*tonight(grid, day), *overrides])
+    first = configs[0]
+    executor = OmegaConf.to_container(first.executor, resolve=True)
+    if executor["kind"] == "plan":
+        raise ConfigError("the nightly measures: executor=plan writes plans only")
+    return Night(grid, first.device, executor, day, tracking_uri(first.tracking.uri), first.tracking.experiment,
+                 list(overrides), configs, points)
 
 
-def device_name(executor: dict, device: str) -> str:
-    """The device the nightly will time, for its lock: ``device=auto`` asks the measuring side what it has."""
+def tonight(grid: str, day: str) -> list[str]:
+    """The overrides the nightly command sets: resume=last continues the same night's sweep, finished or not
+    (recorded points are not measured again)."""
+    return [f"experiment={grid}", f"tracking.kind={KIND}", f"label={KIND}-{day}", "resume=last"]
+
+
+def grid_points(grid: str, arguments: list[str]) -> tuple[list, list[list[str]]]:
+    """The points of ``python run.py -m ARGUMENTS`` as Hydra's sweeper makes them: the grid's sweeper params,
+    then the arguments, expanded into one composed config per point."""
+    register_configs()
+    arguments = hydra_argv(["nightly.py", "-m", *arguments])[2:]
+    parser = OverridesParser.create()
+    try:
+        with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+            base = compose("config", overrides=[o.input_line for o in parser.parse_overrides(arguments)
+                                                if not o.is_sweep_override()], return_hydra_config=True)
+            params = [f"{key}={value}" for key, value in (base.hydra.sweeper.params or {}).items()]
+            points = BasicSweeper.split_arguments(parser.parse_overrides([*params, *arguments]), None)[0]
+            return [compose("config", overrides=point) for point in points], points
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(f"{str(exc).splitlines()[0]} (grid {grid!r}, overrides: {' '.join(arguments)})") from None
+
+
+def device_name(executor: dict, device: str, facts: dict) -> str:
+    """The device the nightly times, for its lock: ``device=auto`` is what the measuring side says it has."""
     where = "" if executor["kind"] == "local" else f"{executor['host']}-"
     if device != "auto":
         return where + device
-    if executor["kind"] == "plan":
-        raise ConfigError("the nightly measures: executor=plan writes plans only")
-    probe = Device(executor)
-    try:
-        facts = probe.start()
-    finally:
-        probe.stop()
     return where + ("cuda:0" if any(d["device"].startswith("cuda") for d in facts["devices"]) else "cpu")
 
 
-def find_sweep(night: Night) -> tuple[str, dict[str, int], str] | None:
-    """Tonight's parent run (by its label), its points by status, and its state; None when nothing was recorded."""
-    try:
-        client, _ = connect(night.uri)
-    except ConfigError:
-        return None
-    experiment = client.get_experiment_by_name(night.experiment)
-    if experiment is None:
-        return None
-    found = client.search_runs([experiment.experiment_id], f"tags.`{names.LABEL}` = '{night.label}' and "
-                                                            f"tags.`{names.ROLE}` = '{names.PARENT}'",
-                               max_results=1, order_by=["attributes.start_time DESC"])
-    if not found:
-        return None
-    parent = found[0]
-    points = {status: int(parent.data.metrics.get(f"points_{status}", 0)) for status in STATUSES}
-    return parent.info.run_id, points, parent.data.tags.get(names.STATE, "")
+def run_nightly(night: Night, args: argparse.Namespace, lock: ExitStack) -> Outcome:
+    """Sweep, check, report; each step says what it does. The device's lock is taken first, or, with
+    device=auto, as soon as the measuring side has said which device it is, before anything is measured."""
+    log.info("step 1/2: sweep %s on %s (grid conf/experiment/%s.yaml, label %s)", night.date,
+             night.device if night.device != "auto" else "the device the measuring side finds", night.grid, night.label)
+    log.info("the same as: python run.py -m %s", " ".join(night.arguments()))
 
+    def take_lock(facts: dict) -> None:
+        device = device_name(night.executor, night.device, facts)
+        lock.enter_context(device_lock(device, args.lock_dir, args.wait))
 
-def run_nightly(night: Night, args: argparse.Namespace, lock_fd: int) -> Outcome:
-    """Sweep, check, report; each step says what it does, the sweep streams run.py's own progress."""
-    log.info("step 1/2: sweep %s on %s (grid conf/experiment/%s.yaml, label %s)", night.date, night.device,
-             night.grid, night.label)
-    log.info("running: %s", " ".join(night.command()))
-    # The lock's descriptor goes to run.py too: if this process dies, the sweep still holds the lock.
-    outcome = Outcome(subprocess.run(night.command(), pass_fds=(lock_fd,), check=False).returncode)
-    found = find_sweep(night)
-    if found is None:
+    if night.device != "auto":  # known now: locked before the measuring side starts
+        take_lock({})
+    outcome = Outcome(run_grid(night.configs, night.points, multirun=True,
+                               on_device=take_lock if night.device == "auto" else None))
+    if outcome.sweep.parent_id is None or outcome.sweep.interrupted is not None:
         return outcome
-    outcome.parent_id, outcome.points, outcome.state = found
-    log.info("step 2/2: regression check of sweep %s against the previous nightlies", outcome.parent_id)
+    log.info("step 2/2: regression check of sweep %s against the previous nightlies", outcome.sweep.parent_id)
     check = check_regressions(Selection(experiment=night.experiment, kind=KIND), night.uri, rules_from(args),
-                              newest=outcome.parent_id)
+                              newest=outcome.sweep.parent_id)
     outcome.regressions, outcome.summary_text = len(check.regressions), check.render("text")
     client, _ = connect(night.uri)
-    client.set_tag(outcome.parent_id, "nightly.regressions", str(outcome.regressions))
-    client.set_tag(outcome.parent_id, "nightly.status", check.status)
+    client.set_tag(outcome.sweep.parent_id, NIGHTLY_REGRESSIONS, str(outcome.regressions))
+    client.set_tag(outcome.sweep.parent_id, NIGHTLY_STATUS, check.status)
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.out / "regressions" if args.out else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
@@ -204,10 +200,10 @@ def run_nightly(night: Night, args: argparse.Namespace, lock_fd: int) -> Outcome
             (folder / name).write_text(check.render(fmt), encoding="utf-8")
         if not args.no_plots:
             write_regression_plots(check, folder / "plots")
-        client.log_artifacts(outcome.parent_id, str(folder), artifact_path="regressions")
-    log.info("regression summary attached to run %s as regressions/", outcome.parent_id)
+        client.log_artifacts(outcome.sweep.parent_id, str(folder), artifact_path="regressions")
+    log.info("regression summary attached to run %s as regressions/", outcome.sweep.parent_id)
     if args.out:
-        build_report(Selection(experiment=night.experiment, sweep=outcome.parent_id), night.uri,
+        build_report(Selection(experiment=night.experiment, sweep=outcome.sweep.parent_id), night.uri,
                      folder=args.out / "report", plots=not args.no_plots)
         log.info("report and regression summary also written to %s", args.out)
     return outcome
@@ -218,8 +214,8 @@ def parser() -> argparse.ArgumentParser:
         prog="python nightly.py",
         description="The nightly job: take the device lock, sweep the nightly grid (resuming tonight's sweep if it\n"
                     "was interrupted), compare it with the previous nightlies, attach the summary.\n"
-                    "Exit status: 0 all well or no baseline yet, 1 regression(s), 2 bad input, 3 failed points or\n"
-                    "an incomplete sweep, 4 the device is locked by another nightly.",
+                    "Exit status: 0 all well or no baseline yet, 1 failed points or an incomplete sweep, 2 bad\n"
+                    "input, 3 regression(s), 4 the device is locked by another nightly, 128+N stopped by signal N.",
         epilog="examples:\n"
                "  python nightly.py\n"
                "  python nightly.py tracking=server device=cuda:1\n"
@@ -249,14 +245,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         rules_from(args).validate()
         night = plan(args.grid, args.overrides, args.date)
-        with device_lock(night.device, args.lock_dir, args.wait) as lock:
-            outcome = run_nightly(night, args, lock.fileno())
+        with ExitStack() as lock:
+            outcome = run_nightly(night, args, lock)
     except LockBusy as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return LOCKED_EXIT
+        return exits.LOCKED
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return BAD_INPUT_EXIT
+        return exits.BAD_INPUT
     sys.stdout.write(outcome.summary_text)
     print(outcome.summary())
     return outcome.exit_code

@@ -3,8 +3,9 @@
     python run.py model=resnet18 precision=int8
     python run.py -m model=resnet18,resnet50 precision=fp16,int8
 
-Exit status: 0 every point ok or skipped, 1 some points failed, 2 bad input (nothing measured),
-128 + N stopped by signal N (130 Ctrl-C, 143 SIGTERM; running the command again finishes the sweep).
+Exit status (bench/contract/exits.py): 0 every point ok or skipped, 1 some points failed, 2 bad input
+(nothing measured), 128 + N stopped by signal N (130 Ctrl-C, 143 SIGTERM; the same command again finishes the
+sweep).
 """
 import os
 import sys
@@ -24,20 +25,14 @@ def task(cfg: DictConfig) -> int:
     """
     from pathlib import Path
 
-    from bench.controller.sweep import EXIT_BAD_INPUT, run_command_line, run_sweep
-    from bench.contract.errors import ConfigError
     from bench.contract.protocol import digest
-    from bench.controller.plan import make_grid
+    from bench.controller.sweep import run_command_line
 
     hydra_cfg = HydraConfig.get()
     overrides = [list(hydra_cfg.overrides.task)]
     if hydra_cfg.mode == RunMode.MULTIRUN:  # another launcher: this job is one point of the sweep in sweep.dir
         folder = Path(hydra_cfg.sweep.dir).resolve()
-        try:
-            return run_sweep(make_grid([cfg], overrides), True, pinned_sweep=digest(folder), lock_dir=folder).exit_code
-        except ConfigError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_BAD_INPUT
+        return run_command_line([cfg], overrides, True, pinned_sweep=digest(folder), lock_dir=folder)
     code = run_command_line([cfg], overrides, multirun=False)
     if code:
         raise SystemExit(code)

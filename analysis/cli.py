@@ -1,9 +1,25 @@
-"""Command-line pieces shared by ``analysis.report`` and ``analysis.regress``."""
+"""Command-line pieces shared by ``analysis.report``, ``analysis.regress`` and ``analysis.recommend``."""
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from collections.abc import Callable, Sequence
+
+from bench.contract import exits
+from bench.contract.errors import ConfigError
+
+
+def run_cli(parser: argparse.ArgumentParser, command: Callable[[argparse.Namespace], int],
+            argv: Sequence[str] | None) -> int:
+    """Parse, log as asked, run; a mistake is one line ``error: ...`` and exit status 2."""
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        return command(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exits.BAD_INPUT
 
 
 def split_list(text: str) -> list[str]:

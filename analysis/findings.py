@@ -9,6 +9,7 @@ import pandas as pd
 from analysis.render import table_markdown, table_text
 from analysis.select import input_label
 from analysis.cells import Table, fmt_err, sig
+from bench.contract import exits
 from bench.contract.errors import ConfigError
 from bench.contract.names import ACC_PIXEL_AGREEMENT, ACC_REL_L2_ERR, ACC_TOP1_AGREEMENT
 from bench.contract.protocol import MAD_SCALE
@@ -176,8 +177,8 @@ class RegressionCheck:
 
     @property
     def exit_code(self) -> int:
-        """1 when anything regressed, else 0 (no baseline yet included)."""
-        return 1 if self.regressions else 0
+        """3 when anything regressed, else 0 (no baseline yet included): bench/contract/exits.py."""
+        return exits.REGRESSION if self.regressions else exits.OK
 
     def result_line(self) -> str:
         if self.status == "no baseline":

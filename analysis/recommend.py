@@ -16,10 +16,11 @@ import sys
 from collections.abc import Sequence
 
 from analysis.choose import Budget, recommend, recommendation_table
-from analysis.cli import add_store_and_filters, add_verbose, filters, setup_logging
+from analysis.cli import add_store_and_filters, add_verbose, filters, run_cli
 from analysis.render import table_markdown, table_text
 from analysis.select import REPEATS, Selection, aggregate, load_runs
-from bench.contract.errors import ConfigError, OneLineParser
+from bench.contract import exits
+from bench.contract.errors import OneLineParser
 
 FORMATS = ("text", "markdown")
 
@@ -54,21 +55,19 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    setup_logging(args.verbose)
+def answer(args: argparse.Namespace) -> int:
     selection = Selection(experiment=args.experiment, sweep="latest" if args.latest else args.sweep,
                           since=args.since, **filters(args))
-    try:
-        budget = budget_from(args)
-        budget.validate()
-        points = aggregate(load_runs(selection, args.tracking_uri), args.repeats)
-        table = recommendation_table(recommend(points, budget), budget)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    budget = budget_from(args)
+    budget.validate()
+    points = aggregate(load_runs(selection, args.tracking_uri), args.repeats)
+    table = recommendation_table(recommend(points, budget), budget)
     sys.stdout.write(table_markdown(table) if args.format == "markdown" else table_text(table))
-    return 0
+    return exits.OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(parser(), answer, argv)
 
 
 if __name__ == "__main__":

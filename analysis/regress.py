@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.cli import add_store_and_filters, add_verbose, filters, setup_logging
+from analysis.cli import add_store_and_filters, add_verbose, filters, run_cli
 from analysis.findings import FORMATS, TESTS, Nightly, RegressionCheck, Rules
 from analysis.judge import judge_device, nightly_points
 from analysis.plots import write_regression_plots
 from analysis.select import Selection, connect, experiment_id, load_latencies, load_runs, sweep_parent
 from bench.contract.errors import ConfigError, OneLineParser
-from bench.contract.names import CHILD
+from bench.contract.names import CHILD, KIND, ROLE
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 def _no_history(client, exp_id: str | None, kind: str) -> bool:
     if exp_id is None:
         return True
-    return not client.search_runs([exp_id], f"tags.`bench.role` = '{CHILD}' and tags.`bench.kind` = '{kind}'",
+    return not client.search_runs([exp_id], f"tags.`{ROLE}` = '{CHILD}' and tags.`{KIND}` = '{kind}'",
                                   max_results=1)
 
 
@@ -137,20 +137,18 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    setup_logging(args.verbose)
+def check(args: argparse.Namespace) -> int:
     selection = Selection(experiment=args.experiment, since=args.since, kind=args.kind, **filters(args))
-    try:
-        result = check_regressions(selection, args.tracking_uri, rules_from(args), args.sweep)
-        plots = write_regression_plots(result, args.plots) if args.plots else []
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    result = check_regressions(selection, args.tracking_uri, rules_from(args), args.sweep)
+    plots = write_regression_plots(result, args.plots) if args.plots else []
     sys.stdout.write(result.render(args.format))
     for path in plots:
         print(f"plot: {path}")
     return result.exit_code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(parser(), check, argv)
 
 
 if __name__ == "__main__":

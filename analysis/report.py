@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from analysis.build import build_report
-from analysis.cli import add_store_and_filters, add_verbose, filters, setup_logging, split_list
+from analysis.cli import add_store_and_filters, add_verbose, filters, run_cli, split_list
 from analysis.render import FORMATS
 from analysis.select import REPEATS, Selection
-from bench.contract.errors import ConfigError, OneLineParser
+from bench.contract import exits
+from bench.contract.errors import OneLineParser
 
 
 def parser() -> argparse.ArgumentParser:
@@ -58,20 +59,18 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    setup_logging(args.verbose)
+def make(args: argparse.Namespace) -> int:
     selection = Selection(experiment=args.experiment, sweep="latest" if args.latest else args.sweep,
                           since=args.since, until=args.until, kind=args.kind, **filters(args))
-    try:
-        report = build_report(selection, args.tracking_uri, args.repeats, args.cross_precision, args.cross_backend,
-                              args.out, plots=not args.no_plots, attach_to_sweep=args.attach)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    report = build_report(selection, args.tracking_uri, args.repeats, args.cross_precision, args.cross_backend,
+                          args.out, plots=not args.no_plots, attach_to_sweep=args.attach)
     if args.format != "none":
         sys.stdout.write(report.render(args.format))
-    return 0
+    return exits.OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(parser(), make, argv)
 
 
 if __name__ == "__main__":

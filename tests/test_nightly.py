@@ -41,7 +41,8 @@ def check_nightly_args(args: list[str]) -> None:
     """The recipe's options parse and its overrides compose into the real config."""
     parsed = parser().parse_args(args)
     night = plan(parsed.grid, parsed.overrides)
-    assert night.device == "cpu" and "tracking=server" in night.overrides
+    assert night.device == "auto" and "tracking=server" in night.overrides
+    assert len(night.configs) == 7 * 4 and all(c.tracking.kind == "nightly" for c in night.configs)  # the grid
 
 
 def test_crontab_line_parses_with_croniter_and_sh():
@@ -206,9 +207,9 @@ def test_nightly_sweeps_checks_reports_and_resumes(tmp_path, store, cache_dir):
     # the sweep continues (the point is not measured twice) and the check flags the point and its raw series.
     seed_history(store, child, 3, 1 / 3)
     second = nightly(*args, cwd=tmp_path)
-    assert second.returncode == 1, second.stderr[-3000:]
+    assert second.returncode == 3, second.stderr[-3000:]
     assert "already recorded in this sweep" in second.stderr
-    assert "Regressions (2)" in second.stdout and "Exit status 1 (regression)" in second.stdout, second.stdout
+    assert "Regressions (2)" in second.stdout and "Exit status 3 (regression)" in second.stdout, second.stdout
     assert f"resnet18/fp32/pytorch/64 on {child.data.tags['device.label']} ({socket.gethostname()})" in second.stdout
     assert re.search(r" \+(19|20)\d\.\d% +robust z \+", second.stdout), second.stdout  # about +200 %
     tonight = [r for r in points(store) if r.data.tags.get("bench.sweep_id") == child.data.tags["bench.sweep_id"]]

@@ -119,7 +119,7 @@ def test_a_20_percent_step_flags_exactly_that_series(step_store, test):
     result = check_regressions(Selection(kind="nightly"), step_store, Rules(test=test))
     assert kinds(result) == {SLOWER: {"xavier-01:resnet18/fp16/torch2trt"},
                              FASTER: {"xavier-01:resnet50/fp16/torch2trt"}}, result.render()
-    assert result.exit_code == 1 and result.status == "regression"
+    assert result.exit_code == 3 and result.status == "regression"
     (slower,) = result.regressions
     assert slower.baseline == pytest.approx(2.1, rel=0.03) and slower.new == pytest.approx(2.52)
     assert slower.change == pytest.approx(0.2, abs=0.03)
@@ -169,7 +169,7 @@ def test_a_point_that_starts_failing_and_an_accuracy_drop_are_regressions(failin
     # Raw comes from a nightly's ok runs: with resnet50's only point failing, its raw series is missing too.
     assert found[MISSING] == {"xavier-01:fcn_resnet50/fp16/torch2trt", "xavier-01:fcn_resnet50/fp32/raw",
                               "xavier-01:resnet50/fp32/raw"}
-    assert SLOWER not in found and result.exit_code == 1
+    assert SLOWER not in found and result.exit_code == 3
     failure = next(f for f in result.regressions if f.kind == NEW_FAILURE)
     assert "engine build failed: out of memory" in failure.evidence and "previous nightly" in failure.evidence
     drop = next(f for f in result.regressions if f.kind == ACCURACY)
@@ -179,7 +179,7 @@ def test_a_point_that_starts_failing_and_an_accuracy_drop_are_regressions(failin
 
 
 def test_cli_summary_exit_code_and_history_plots(step_store, tmp_path, capsys):
-    assert main(["--tracking-uri", step_store, "--format", "markdown", "--plots", str(tmp_path / "plots")]) == 1
+    assert main(["--tracking-uri", step_store, "--format", "markdown", "--plots", str(tmp_path / "plots")]) == 3
     out = capsys.readouterr().out
     assert re.search(r"\| resnet18/fp16/torch2trt/256 on Jetson Xavier NX \(xavier-01\) \| slower \| "
                      r"latency_ms_median \| 2\.\d+ ms \| 2\.52 ms \| \+2\d\.\d% \| robust z \+\d+", out), out

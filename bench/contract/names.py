@@ -70,6 +70,9 @@ STATE, COMPLETE, INCOMPLETE = "bench.sweep_state", "complete", "incomplete"
 CONTROLLER, CONTROLLER_PROCESS = "bench.controller", "bench.controller_process"
 HEARTBEAT_MS, LAST_WRITE_MS, POINTS_PLANNED = "bench.heartbeat_ms", "bench.last_write_ms", "bench.points_planned"
 
+# Tags of a nightly's parent run: how many regressions its check found, and its verdict.
+NIGHTLY_REGRESSIONS, NIGHTLY_STATUS = "nightly.regressions", "nightly.status"
+
 # Tags from the device's fingerprint and the point's details.
 DEVICE_LABEL, DEVICE_NAME, DEVICE_KIND, DEVICE_CC = "device.label", "device.name", "device.kind", "device.cc"
 HOST_NAME, CPU_MODEL, MODEL_TASK = "host.name", "cpu.model", "model.task"

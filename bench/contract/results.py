@@ -12,6 +12,9 @@ import shutil
 import time
 from typing import List
 
+from bench.contract.names import HOST_NAME
+from bench.contract.protocol import point_key
+
 ENTRY_FILE = "measurement.json"
 SYNCED, QUARANTINE = "synced", "quarantine"
 
@@ -79,6 +82,20 @@ def load_entry(entry: str) -> dict:
     if not isinstance(measurement, dict) or "point_id" not in measurement or "plan" not in measurement:
         raise ValueError("{} is not a measurement".format(path))
     return measurement
+
+
+def recorded(folder: str) -> dict:
+    """(sweep id, point key) -> entry, for every measurement ``folder`` holds, waiting or uploaded: the points a
+    resumed sweep, or a plans file measured again, must not measure twice. Each entry is read once."""
+    found = {}
+    for entry in entries(folder) + entries(os.path.join(folder, SYNCED)):
+        try:
+            measurement = load_entry(entry)
+        except ValueError:
+            continue
+        plan = measurement["plan"]
+        found[((plan.get("sweep") or {}).get("id"), point_key(plan, measurement["tags"].get(HOST_NAME, "")))] = entry
+    return found
 
 
 def _move(entry: str, subfolder: str) -> str:

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 
-EXIT_SIGNAL = 128  # + the signal's number, as shells report it (Ctrl-C: 130, SIGTERM: 143)
 
 
 class Interrupted(BaseException):

@@ -13,37 +13,32 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.store import record
+from bench.contract import exits, names
+from bench.contract.errors import ConfigError
+from bench.contract.names import DEVICE_LABEL, HOST_NAME, TIMING_UNSTABLE
+from bench.contract.protocol import EXECUTOR_FAILURE, FAILED, OK, OUT_OF_MEMORY, SKIPPED, failed_measurement, \
+    now_ms, point_key, point_name, series_name, skipped_measurement
+from bench.contract.results import write_file_atomic
 from bench.controller.baselines import Baselines
 from bench.controller.executors import Device, WorkerLost
 from bench.controller.journal import Journal
-from bench.contract.errors import ConfigError
-from bench.contract.protocol import EXECUTOR_FAILURE, FAILED, OK, OUT_OF_MEMORY, SKIPPED, failed_measurement, \
-    now_ms, point_key, point_name, series_name, skipped_measurement
-from bench.controller.signals import EXIT_SIGNAL, Interrupted, signals_interrupt
 from bench.controller.plan import Grid, make_grid
-from bench.store.spool import DEFAULT_SPOOL_DIR, Spool
+from bench.controller.signals import Interrupted, signals_interrupt
+from bench.store import record
 from bench.store.address import SERVER_ERRORS, check_uri, error_line, redact, tracking_uri
 from bench.store.locks import file_lock
+from bench.store.spool import DEFAULT_SPOOL_DIR, Spool
 from bench.store.tracking import Store
 from bench.store.views import link
-from bench.contract.results import write_file_atomic
-from bench.contract.names import DEVICE_LABEL, HOST_NAME, TIMING_UNSTABLE
-from bench.contract import names
 
 log = logging.getLogger(__name__)
-
-ROOT = Path(__file__).resolve().parents[2]
-
-EXIT_OK, EXIT_FAILED_POINTS, EXIT_BAD_INPUT = 0, 1, 2
-
 
 @dataclass
 class Outcome:
@@ -57,12 +52,14 @@ class Outcome:
     sweep_id: str | None = None
     interrupted: Interrupted | None = None
     spooled: int = 0
+    complete: bool = False  # every point of the sweep has a result of its own in the store
 
     @property
     def exit_code(self) -> int:
+        """bench/contract/exits.py: stopped by a signal, points failed, or all well."""
         if self.interrupted is not None:
-            return EXIT_SIGNAL + self.interrupted.signum
-        return EXIT_FAILED_POINTS if self.counts[FAILED] else EXIT_OK
+            return exits.SIGNAL + self.interrupted.signum
+        return exits.FAILED_POINTS if self.counts[FAILED] else exits.OK
 
     def summary(self) -> str:
         total = sum(self.counts.values())
@@ -84,7 +81,7 @@ class SweepContext:
     journal: Journal
     sweep: dict | None
     parent_id: str | None = None
-    recorded_offline: dict[str, str] = field(default_factory=dict)  # journal's keys while the store is away
+    recorded: dict[str, str] = field(default_factory=dict)  # point key -> where the sweep already holds it
 
 
 def write_plans(grid: Grid, sweep: dict, out: str) -> Path:
@@ -127,22 +124,19 @@ def _sweep_id(grid: Grid, store: Store, journal: Journal, pinned: str | None) ->
     return uuid.uuid4().hex
 
 
-def _recorded(context: SweepContext, key: str) -> str | None:
-    """Where this sweep already holds the point, if it does (the store, the spool, or the journal offline)."""
-    if context.sweep is None:
-        return None
-    entry = context.spool.holds(context.sweep["id"], key)
-    if entry is not None:
-        return f"spool entry {entry}"
-    if context.store is not None and context.store.online:
+def _recorded(context: SweepContext, sweep_id: str) -> dict[str, str]:
+    """Point key -> where this sweep already holds the point: the one answer, asked once per sweep, from the spool,
+    then the store, or this machine's journal when the store cannot be asked."""
+    found = {key: f"spool entry {entry}" for key, entry in context.spool.recorded(sweep_id).items()}
+    if context.store.online:
         try:
-            found = context.store.recorded(context.sweep["id"], key)
-            return found.where if found else None
+            return {**{key: held.where for key, held in context.store.recorded(sweep_id).items()}, **found}
         except SERVER_ERRORS as exc:
-            log.warning("cannot ask %s whether the point is recorded already (%s); going by this machine's journal",
+            log.warning("cannot ask %s which points are recorded already (%s); going by this machine's journal",
                         redact(context.store.uri), error_line(exc))
-    status = context.recorded_offline.get(key)
-    return f"this machine's journal ({status}, store unreachable)" if status else None
+    offline = {key: f"this machine's journal ({status}, store unreachable)"
+               for key, status in context.journal.recorded(sweep_id).items()}
+    return {**offline, **found}
 
 
 def _save(context: SweepContext, measurement: dict) -> str:
@@ -178,11 +172,13 @@ def _summary(measurement: dict) -> str:
     return record.describe(measurement)
 
 
-def run_sweep(grid: Grid, multirun: bool, pinned_sweep: str | None = None, lock_dir: Path | None = None) -> Outcome:
+def run_sweep(grid: Grid, multirun: bool, pinned_sweep: str | None = None, lock_dir: Path | None = None,
+              on_device: Callable[[dict], None] | None = None) -> Outcome:
     """Measure and record a grid; ``multirun``: the points form a sweep under one parent run.
 
     ``pinned_sweep``/``lock_dir``: a sweep id and a lock folder shared by jobs of another launcher (SLURM),
-    each of which runs one point of the same sweep.
+    each of which runs one point of the same sweep. ``on_device`` is told the device's facts before anything is
+    resolved or measured (the nightly job takes the device's lock there).
     """
     uri = tracking_uri(grid.tracking["uri"])
     if grid.executor["kind"] == "plan":
@@ -208,6 +204,8 @@ def run_sweep(grid: Grid, multirun: bool, pinned_sweep: str | None = None, lock_
             facts = device.start()
             log.info("device: %s, Python %s, torch %s, %s", device.where, facts["python"],
                      facts["packages"].get("torch"), ", ".join(d["label"] for d in facts["devices"]))
+            if on_device is not None:
+                on_device(facts)
             plans = _resolve(device, grid)
             context.store = _open_store(grid)
             if multirun:
@@ -256,7 +254,7 @@ def _open_sweep(grid: Grid, context: SweepContext, outcome: Outcome, pinned: str
     store = context.store
     sweep_id = _sweep_id(grid, store, context.journal, pinned)
     context.sweep = _new_sweep(grid, sweep_id, store.uri)
-    context.recorded_offline = context.journal.recorded(sweep_id)
+    context.recorded = _recorded(context, sweep_id)
     context.journal.start(context.sweep)
     outcome.sweep_id = sweep_id
     if store.online:
@@ -274,7 +272,7 @@ def _measure_all(plans: list[dict], facts: dict, device: Device, context: SweepC
         if context.sweep is not None:
             plan = dict(plan, sweep=context.sweep)
         name, key = point_name(plan), point_key(plan, host)
-        where = _recorded(context, key)
+        where = context.recorded.get(key)
         if where:
             log.info("[%d/%d] %s: already recorded in this sweep (%s); skipped", index, len(plans), name, where)
             outcome.already += 1
@@ -337,45 +335,57 @@ def _close(context: SweepContext | None, outcome: Outcome) -> None:
         except SERVER_ERRORS as exc:
             log.warning("sweep %s: parent run %s not closed (%s); the next sweep into the store settles it",
                         context.sweep["id"], context.parent_id, error_line(exc))
-    context.journal.finish(context.sweep["id"], complete and not outcome.spooled)
+    outcome.complete = complete and not outcome.spooled
+    context.journal.finish(context.sweep["id"], outcome.complete)
 
 
 def attach_report(uri: str, experiment: str, parent_id: str) -> None:
     """The sweep's report (tables, plots, the blog table as the parent's description) on its parent run.
 
-    Made by ``python -m analysis.report`` in a process of its own: analysis reads what the controller
-    wrote, and a failing report never costs a measurement.
+    A report that cannot be made is a warning: it never costs a measurement, and ``python -m analysis.report``
+    makes it again.
     """
-    command = [sys.executable, "-m", "analysis.report", "--tracking-uri", uri, "--experiment", experiment,
-               "--sweep", parent_id, "--attach", "--format", "none"]
+    from analysis.build import build_report  # pandas and matplotlib, needed only now
+    from analysis.select import Selection
+
     log.info("attaching the sweep's report to its parent run %s", parent_id)
-    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=1800)
-    if done.returncode != 0:
-        said = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        log.warning("the sweep's report could not be attached (%s); make it with: %s", said,
-                    " ".join(command[2:]).replace("-m ", "python -m ", 1))
+    try:
+        build_report(Selection(experiment=experiment, sweep=parent_id), uri, attach_to_sweep=True)
+    except Exception as exc:  # noqa: BLE001 - whatever went wrong, the sweep's records stand
+        log.warning("the sweep's report could not be attached (%s); make it with: python -m analysis.report "
+                    "--tracking-uri %s --experiment %s --sweep %s --attach", error_line(exc), redact(uri), experiment,
+                    parent_id)
 
 
-def finish(outcome: Outcome, grid: Grid) -> int:
-    """Report the sweep (its link, its summary, its report on the parent run); the exit status it comes to."""
+def report(outcome: Outcome, grid: Grid) -> None:
+    """Say what the sweep came to: its report on the parent run, its summary, its link."""
     if outcome.parent_id and grid.tracking["attach_report"] and outcome.interrupted is None:
         attach_report(outcome.uri, grid.tracking["experiment"], outcome.parent_id)
     if outcome.sweep_id is None and grid.executor["kind"] == "plan":
-        return EXIT_OK
+        return
     log.info(outcome.summary())
     if outcome.link:
         print(f"sweep {outcome.parent_id}: {outcome.link}", flush=True)
     if outcome.interrupted is not None:
         print(f"interrupted ({outcome.interrupted}): {outcome.summary()}; run the same command again to finish "
               "the sweep", file=sys.stderr)
-    return outcome.exit_code
 
 
-def run_command_line(configs: list, overrides: list[list[str]], multirun: bool) -> int:
-    """A command line's whole sweep: plans, measurement, report; its exit status (a mistake said in one line)."""
+def run_grid(configs: list, overrides: list[list[str]], multirun: bool, pinned_sweep: str | None = None,
+             lock_dir: Path | None = None, on_device: Callable[[dict], None] | None = None) -> Outcome:
+    """The one route into a sweep, for a single run, ``-m``, another launcher's job and the nightly job: the
+    composed configs' plans measured, recorded and reported. A mistake anywhere is one ConfigError."""
+    grid = make_grid(configs, overrides)
+    outcome = run_sweep(grid, multirun, pinned_sweep, lock_dir, on_device)
+    report(outcome, grid)
+    return outcome
+
+
+def run_command_line(configs: list, overrides: list[list[str]], multirun: bool, pinned_sweep: str | None = None,
+                     lock_dir: Path | None = None) -> int:
+    """``run_grid`` for a command line: its exit status (bench/contract/exits.py), a mistake said in one line."""
     try:
-        grid = make_grid(configs, overrides)
-        return finish(run_sweep(grid, multirun), grid)
+        return run_grid(configs, overrides, multirun, pinned_sweep, lock_dir).exit_code
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return exits.BAD_INPUT

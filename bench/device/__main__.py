@@ -14,7 +14,6 @@ Exit status: 0 every point measured (ok or skipped), 1 some points failed, 2 bad
 import argparse
 import json
 import logging
-import os
 import sys
 
 from bench.contract import results
@@ -35,20 +34,6 @@ def check_facts(facts: dict) -> None:
     if "missing" in facts:
         raise BadInput("{} (Python {} at {}) cannot measure: {} is not installed".format(
             facts["host"][HOST_NAME], facts["python"], facts["executable"], facts["missing"]))
-
-
-def recorded(out: str) -> set:
-    """(sweep id, point key) of every measurement the results folder already holds, uploaded ones included."""
-    keys = set()
-    for folder in (out, os.path.join(out, results.SYNCED)):
-        for entry in results.entries(folder):
-            try:
-                measurement = results.load_entry(entry)
-            except ValueError:
-                continue
-            plan = measurement["plan"]
-            keys.add(((plan.get("sweep") or {}).get("id"), point_key(plan, measurement["tags"].get(HOST_NAME, ""))))
-    return keys
 
 
 def measure_file(path: str, out: str) -> int:
@@ -75,7 +60,7 @@ def measure_file(path: str, out: str) -> int:
                                                        " ({} more bad plan(s))".format(len(bad) - 1) if len(bad) > 1
                                                        else ""))
     host = facts["host"][HOST_NAME]
-    done = recorded(out)
+    done = results.recorded(out)
     resolved = [point["plan"] for point in reply["points"]]
     todo = [plan for plan in resolved if ((plan.get("sweep") or {}).get("id"), point_key(plan, host)) not in done]
     if len(todo) < len(resolved):

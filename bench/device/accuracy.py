@@ -9,6 +9,7 @@ from typing import Dict, List, NamedTuple, Optional
 import torch
 
 from bench.device import images
+from bench.device.inputs import PointInputs
 from bench.contract.errors import ConfigError
 from bench.device.models import CLASSIFICATION
 from bench.contract.names import (
@@ -38,21 +39,11 @@ def random_inputs(accuracy: dict, shape) -> Inputs:
                    ACCURACY_LABELLED: "false"}, [])
 
 
-def folder_images(plan: dict) -> images.ImageSet:
-    """The accuracy images: the folder, or its accuracy part when calibration reads it too."""
-    from bench.device.calibration import shares_folder
-
-    found = images.scan(plan["accuracy"]["folder"], "accuracy.folder")
-    if shares_folder(plan) and not plan["calibration"]["share_images"]:  # every precision: the same images
-        return images.split(found, "accuracy")
-    return found
-
-
-def check(plan: dict, task: str) -> None:
+def check(plan: dict, task: str, inputs: PointInputs) -> None:
     """A bad accuracy folder or masks folder: one ConfigError, before any work."""
-    if plan["accuracy"]["source"] != "folder":
+    found = inputs.accuracy
+    if found is None:
         return
-    found = folder_images(plan)
     images.check_decodes(found, "accuracy.folder", 1)
     masks = plan["accuracy"]["masks"]
     if masks is not None:
@@ -64,10 +55,9 @@ def check(plan: dict, task: str) -> None:
                               ".png)".format(masks, found.folder))
 
 
-def folder_inputs(plan: dict, shape, recipe: images.Preset, task: str) -> Inputs:
+def folder_inputs(plan: dict, shape, inputs: PointInputs, task: str) -> Inputs:
     batch, _, height, width = shape
-    accuracy = plan["accuracy"]
-    found = folder_images(plan)
+    accuracy, found, recipe = plan["accuracy"], inputs.accuracy, inputs.recipe
     tensors, labels, used, skipped = images.load(found, height, width, recipe, accuracy["max_images"])
     if task != CLASSIFICATION:
         labels = None  # class folders name ImageNet classes; segmentation is judged against masks

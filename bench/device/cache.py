@@ -10,7 +10,7 @@ import glob
 import logging
 import os
 import shutil
-from typing import Callable, List, Optional, TypeVar
+from typing import Callable, List, Optional, Tuple, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,17 @@ class CacheEntry:
             self.events.append(message)
             shutil.rmtree(self.folder, ignore_errors=True)
             return None
+
+
+def load_or_build(entry: CacheEntry, load: Callable[[str], T], build: Callable[[str], T]) -> Tuple[T, bool]:
+    """The entry's object and whether it came from the cache: ``load(folder)`` of a whole entry that loads, else
+    ``build(folder)``, which writes the entry's files and returns the object (the entry then moves into place)."""
+    found = entry.load(load)
+    if found is not None:
+        return found, True
+    built = []
+    entry.build(lambda folder: built.append(build(folder)))
+    return built[0], False
 
 
 def _remove_orphans(folder: str) -> None:

@@ -14,12 +14,13 @@ from typing import Optional
 
 import torch
 
-from bench.device import accuracy, calibration, fingerprint, images, sensors, timing
+from bench.contract.protocol import FAILED, OK, OUT_OF_MEMORY, POINT_FAILURE, SKIPPED, digest, new_measurement, \
+    now_ms
+from bench.device import accuracy, calibration, fingerprint, sensors, timing
 from bench.device.backends import create
 from bench.device.backends.base import ConversionRequest, Converted, Target
-from bench.contract.protocol import digest
+from bench.device.inputs import PointInputs, resolve_inputs
 from bench.device.models import CLASSIFICATION, build_model
-from bench.contract.protocol import FAILED, OK, OUT_OF_MEMORY, POINT_FAILURE, SKIPPED, new_measurement, now_ms
 from bench.device.resolve import cache_dir, input_shape, resolve_target, skip_reason
 from bench.contract.names import (
     CONVERT_CACHE_HIT, CONVERT_S, ENERGY_SOURCE, GPU_MS, GPU_SPEEDUP, LATENCY_MS, LATENCY_MS_MEAN,
@@ -82,7 +83,7 @@ def threads_for(plan: dict, target: Target) -> Optional[int]:
     return max(1, cpus - 1)
 
 
-def _convert(plan: dict, model: torch.nn.Module, example: torch.Tensor, target: Target, recipe,
+def _convert(plan: dict, model: torch.nn.Module, example: torch.Tensor, target: Target, found: PointInputs,
              measurement: dict):
     """The point's backend converts a copy of the model (timed; cache hits and events recorded)."""
     shape, precision = input_shape(plan), plan["precision"]
@@ -94,12 +95,12 @@ def _convert(plan: dict, model: torch.nn.Module, example: torch.Tensor, target: 
     request = ConversionRequest(
         model=copy.deepcopy(model), example=example, precision=precision, target=target,
         cache_dir=cache_dir(plan), cache_key=cache_key, threads=threads_for(plan, target),
-        calibration=lambda: [b.to(target.device) for b in calibration.batches(plan, shape, recipe)])
+        calibration=lambda: [b.to(target.device) for b in calibration.batches(plan, shape, found)])
     if precision == "int8":
-        details["calibration.inputs"] = calibration.describe(plan, recipe)
-        if plan["calibration"]["source"] == "folder":
+        details["calibration.inputs"] = calibration.describe(plan, found)
+        if found.calibration is not None:
             measurement["artifacts"]["calibration_images.txt"] = "\n".join(
-                calibration.image_set(plan).files[:plan["calibration"]["num_batches"] * shape[0]]) + "\n"
+                found.calibration.files[:plan["calibration"]["num_batches"] * shape[0]]) + "\n"
     if target.is_cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(target.device)
@@ -196,17 +197,16 @@ def _measure(plan: dict, measurement: dict, first: bool) -> None:
 
     log.info("building %s (%s weights) on %s", plan["model"]["name"], plan["model"]["weights"], target.device)
     model = build_model(plan["model"], shape[2], shape[3], target.device, plan["seed"])
-    recipe = images.preset(plan["model"]["name"], plan["model"]["weights"] == "pretrained", task == CLASSIFICATION,
-                           shape[2], shape[3])
-    checked = accuracy.random_inputs(plan["accuracy"], shape) if plan["accuracy"]["source"] == "random" \
-        else accuracy.folder_inputs(plan, shape, recipe, task)
+    found = resolve_inputs(plan, task == CLASSIFICATION)
+    checked = accuracy.random_inputs(plan["accuracy"], shape) if found.accuracy is None \
+        else accuracy.folder_inputs(plan, shape, found, task)
     details.update(checked.details)
     inputs = [batch.to(target.device) for batch in (checked.batches if first else checked.batches[:1])]
     reference = []
     if first:
         with torch.no_grad():
             reference = [model(x).float().cpu() for x in inputs]
-    converted = _convert(plan, model, inputs[0], target, recipe, measurement)
+    converted = _convert(plan, model, inputs[0], target, found, measurement)
     if first:
         with torch.no_grad():
             outputs = [converted.run(_prepare(x, converted)).float().cpu().clone() for x in inputs]

@@ -15,6 +15,7 @@ import torch
 
 from bench.device import accuracy, backends, calibration, models, sensors
 from bench.device.backends.base import Target
+from bench.device.inputs import resolve_inputs
 from bench.contract.errors import ConfigError
 from bench.contract.protocol import check_plan, check_values
 
@@ -78,9 +79,9 @@ def resolve(plan: dict, labels: dict) -> dict:
     spec = models.model_spec(plan["model"]["name"])
     _sizes(resolved, spec)
     check_weights(plan["model"], spec.task)
-    if plan["precision"] == "int8":
-        calibration.check(resolved)
-    accuracy.check(resolved, spec.task)
+    found = resolve_inputs(resolved, spec.task == models.CLASSIFICATION)
+    calibration.check(resolved, found)
+    accuracy.check(resolved, spec.task, found)
     if plan["energy"] == "require":
         meter, source = sensors.energy_meter(str(target.device))
         if meter is None:

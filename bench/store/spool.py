@@ -10,9 +10,7 @@ import json
 from pathlib import Path
 
 from bench.contract import results
-from bench.contract.protocol import point_key
 from bench.store.record import PointRecord
-from bench.contract.names import HOST_NAME
 
 # Kept in step with conf/tracking/server.yaml (tests/test_spool.py checks that they agree).
 DEFAULT_SPOOL_DIR = "~/.local/share/trt-bench/spool"
@@ -52,18 +50,10 @@ class Spool:
                 raise ValueError(f"{legacy} cannot be read: {exc}") from None
         return results.load_entry(str(entry))
 
-    def holds(self, sweep_id: str, key: str) -> Path | None:
-        """The entry (waiting or already synced) of this point in this sweep, which a resumed sweep keeps."""
-        for entry in [*self.entries(), *self.synced()]:
-            try:
-                measurement = results.load_entry(str(entry))
-            except ValueError:
-                continue
-            plan = measurement["plan"]
-            if (plan.get("sweep") or {}).get("id") == sweep_id and \
-                    point_key(plan, measurement["tags"].get(HOST_NAME, "")) == key:
-                return entry
-        return None
+    def recorded(self, sweep_id: str) -> dict[str, Path]:
+        """Point key -> entry (waiting or already synced) of this sweep's points, which a resumed sweep keeps."""
+        return {key: Path(entry) for (sweep, key), entry in results.recorded(str(self.folder)).items()
+                if sweep == sweep_id}
 
     @staticmethod
     def mark_synced(entry: Path) -> Path:

@@ -241,26 +241,30 @@ class Store:
     # --- points -----------------------------------------------------------------------------
 
     @bounded
-    def recorded(self, sweep_id: str, key: str) -> Recorded | None:
-        """The point's complete record in this sweep (tag ``bench.point_key``), which a resumed sweep keeps.
+    def recorded(self, sweep_id: str) -> dict[str, Recorded]:
+        """Point key -> complete record of the points this sweep holds (one query), which a resumed sweep keeps.
 
         Complete: a run terminated with a ``bench.status``. A run cut off while it was recorded (kill -9)
         stays RUNNING, and a point lost on the way to the device failed for the executor, not for itself:
-        both are deleted here and the point is measured again.
+        both are deleted here and their points are measured again.
         """
-        existing = self.client.search_runs(
-            [self.experiment_id], f"tags.`{names.SWEEP_ID}` = '{sweep_id}' and tags.`{names.POINT_KEY}` = "
-                                  f"'{key}' and tags.`{names.ROLE}` = '{CHILD}'")
-        for run in existing:
-            status = run.data.tags.get(names.STATUS)
+        found: dict[str, Recorded] = {}
+        stale = []
+        for run in self.client.search_runs([self.experiment_id], f"tags.`{names.SWEEP_ID}` = '{sweep_id}' and "
+                                                                 f"tags.`{names.ROLE}` = '{CHILD}'", max_results=50000):
+            status, key = run.data.tags.get(names.STATUS), run.data.tags.get(names.POINT_KEY, "")
             if run.info.status in record.TERMINATED and status in STATUSES and \
                     run.data.tags.get(names.FAILURE) != EXECUTOR_FAILURE:
-                return Recorded(f"MLflow run {run.info.run_id}", status)
-        for stale in existing:
-            why = "lost on the way to the device" if stale.data.tags.get(names.FAILURE) else "cut off while recorded"
-            log.info("deleting run %s (%s): %s; measuring the point again", stale.info.run_id, stale.info.run_name, why)
-            self.client.delete_run(stale.info.run_id)
-        return None
+                found[key] = Recorded(f"MLflow run {run.info.run_id}", status)
+            else:
+                stale.append(run)
+        for run in stale:
+            if run.data.tags.get(names.POINT_KEY, "") in found:
+                continue
+            why = "lost on the way to the device" if run.data.tags.get(names.FAILURE) else "cut off while recorded"
+            log.info("deleting run %s (%s): %s; measuring the point again", run.info.run_id, run.info.run_name, why)
+            self.client.delete_run(run.info.run_id)
+        return found
 
     @bounded
     def upload(self, point: PointRecord, parent_id: str | None) -> str:

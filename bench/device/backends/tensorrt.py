@@ -154,17 +154,14 @@ class TensorrtBackend(Backend):
                 raise RuntimeError(f"TensorRT {trt.__version__} could not deserialize the engine")
             return engine
 
-        engine = entry.load(load)
-        cache_hit = engine is not None
-        if engine is None:
-            def build(folder: str) -> None:
-                onnx_path = self.onnx_model(request, plan, export, folder)
-                data = self.build(trt, logger, plan, onnx_path, request, folder, timing_path)
-                with open(os.path.join(folder, "engine.plan"), "wb") as handle:
-                    handle.write(data)
+        def build(folder: str):
+            onnx_path = self.onnx_model(request, plan, export, folder)
+            data = self.build(trt, logger, plan, onnx_path, request, folder, timing_path)
+            with open(os.path.join(folder, "engine.plan"), "wb") as handle:
+                handle.write(data)
+            return load(folder)
 
-            entry.build(build)
-            engine = load(entry.folder)
+        engine, cache_hit = cache.load_or_build(entry, load, build)
         runner = EngineRunner(runtime, engine, plan.execute, device)
         return Converted(
             run=runner, input_dtype=runner.input_dtype, cache_hit=cache_hit, stream=runner.stream,

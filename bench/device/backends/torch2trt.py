@@ -154,16 +154,16 @@ class Torch2trtBackend(Backend):
             module.load_state_dict(torch.load(os.path.join(folder, "module_trt.pth"), **extra))
             return module
 
-        module = entry.load(load)
-        cache_hit = module is not None
-        if module is None:
+        def build(folder: str):
             call = trt_rules.resolve_names(trt, kwargs)
             if request.precision == "int8":
                 call["int8_calib_dataset"] = calibration_dataset(request.calibration(), version)
             log.info("converting with torch2trt %s on TensorRT %s: %s", version, trt.__version__, kwargs)
             converted = torch2trt(request.model, [request.example], **call)
-            entry.build(lambda folder: torch.save(converted.state_dict(), os.path.join(folder, "module_trt.pth")))
-            module = converted
+            torch.save(converted.state_dict(), os.path.join(folder, "module_trt.pth"))
+            return converted
+
+        module, cache_hit = cache.load_or_build(entry, load, build)
 
         def run(x: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():

@@ -116,10 +116,8 @@ class TorchTensorrtBackend(Backend):
         timing = os.path.join(root, "timing",
                               f"{digest(trt.__version__, torch.cuda.get_device_name(request.target.device))}.bin")
         example = request.example.to(plan.model_dtype)
-        # written by this suite into its own cache
-        module = entry.load(lambda folder: torch_tensorrt.load(os.path.join(folder, "module.ep")).module())
-        cache_hit = module is not None
-        if module is None:
+
+        def build(folder: str):
             os.makedirs(os.path.dirname(timing), exist_ok=True)
             model = request.model.to(plan.model_dtype)
             log.info("compiling with Torch-TensorRT %s on TensorRT %s: %s", version, trt.__version__, describe(plan))
@@ -128,9 +126,13 @@ class TorchTensorrtBackend(Backend):
             else:
                 compiled = torch_tensorrt.compile(model, ir="dynamo", inputs=[example], timing_cache_path=timing,
                                                   **plan.kwargs)
-            entry.build(lambda folder: torch_tensorrt.save(compiled, os.path.join(folder, "module.ep"),
-                                                           output_format="exported_program", inputs=[example]))
-            module = compiled
+            torch_tensorrt.save(compiled, os.path.join(folder, "module.ep"), output_format="exported_program",
+                                inputs=[example])
+            return compiled
+
+        # a module this suite wrote into its own cache
+        module, cache_hit = cache.load_or_build(
+            entry, lambda folder: torch_tensorrt.load(os.path.join(folder, "module.ep")).module(), build)
 
         def run(x: torch.Tensor) -> torch.Tensor:
             with torch.inference_mode():
