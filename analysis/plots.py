@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
+from mlflow.tracking import MlflowClient
 
 from analysis.findings import FASTER, SLOWER, ACCURACY, Finding, RegressionCheck, Rules
-from analysis.select import input_label, load_latencies
+from analysis.select import connect, input_label, load_latencies
 from analysis.batches import batch_table
 from analysis.cells import Table, sig, slug
 from analysis.tables import RAW, blog_table, describe_input, find_point, is_raw, model_order, point_rows, speedup_table
@@ -67,7 +68,7 @@ def speedup_bars(points: pd.DataFrame, device: str, input_shape: str, path: Path
 
 
 def latency_distribution(points: pd.DataFrame, device: str, input_shape: str, path: Path,
-                         uri: str | None = None) -> Path | None:
+                         client: MlflowClient) -> Path | None:
     """One box per ok point from its per-call ``latencies_ms.csv``; None when no run has that artifact."""
     sub = points[(points["device"] == device) & (points["input_shape"] == input_shape) & (points["status"] == OK)]
     rows, _ = point_rows(sub)
@@ -79,7 +80,7 @@ def latency_distribution(points: pd.DataFrame, device: str, input_shape: str, pa
             if point is None:
                 continue
             try:
-                latencies = load_latencies(point["run_id"], uri)
+                latencies = load_latencies(point["run_id"], client=client)
             except ConfigError as exc:
                 log.warning("no latency distribution for %s: %s", point["run_name"], exc)
                 continue
@@ -132,13 +133,14 @@ def write_plots(points: pd.DataFrame, folder: Path, uri: str | None = None) -> l
         name = f"batch_{slug(device)}_{slug(model)}_{size}.png"
         written.append(batch_curves(points, device, model, size, folder / name))
     points = points[points["scenario"] == "latency"]
+    client = connect(uri)[0] if not points.empty else None  # opened once for every box plot's latencies
     for device, shape in sorted(set(zip(points["device"], points["input_shape"]))):
         stem = f"{slug(device)}_{slug(input_label(shape))}"
         written.append(latency_bars(points, device, shape, folder / f"latency_{stem}.png"))
         at = points[(points["device"] == device) & (points["input_shape"] == shape)]
         if (~is_raw(at)).any():
             written.append(speedup_bars(points, device, shape, folder / f"speedup_{stem}.png"))
-        box = latency_distribution(points, device, shape, folder / f"distribution_{stem}.png", uri)
+        box = latency_distribution(points, device, shape, folder / f"distribution_{stem}.png", client)
         if box is not None:
             written.append(box)
     return written

@@ -67,13 +67,14 @@ def check_regressions(selection: Selection = Selection(kind="nightly"), uri: str
         nightly = Nightly(host, device, sweeps[at], order.iloc[at], baseline)
         result.nightlies.append(nightly)
         log.info("%s on %s: nightly %s against %d earlier nightly(s)", device, host, nightly.sweep, len(baseline))
-        judge_device(result, points, nightly, sweeps[at - 1] if at > 0 else None, lambda runs: _samples(runs, uri))
+        judge_device(result, points, nightly, sweeps[at - 1] if at > 0 else None,
+                     lambda runs: _samples(runs, client))
     return result
 
 
-def _samples(runs: list[tuple[str, bool]], uri: str) -> np.ndarray:
+def _samples(runs: list[tuple[str, bool]], client) -> np.ndarray:
     """Per-call latencies of (run id, raw baseline?) pairs, pooled, from the runs' artifacts."""
-    return np.concatenate([load_latencies(run_id, uri, raw=bool(raw)).to_numpy() for run_id, raw in runs])
+    return np.concatenate([load_latencies(run_id, raw=bool(raw), client=client).to_numpy() for run_id, raw in runs])
 
 
 def _percent(text: str) -> float:

@@ -327,9 +327,12 @@ def series(runs: pd.DataFrame, device: str, model: str, backend: str, precision:
     return runs[mask].sort_values("start_time", kind="stable").reset_index(drop=True)
 
 
-def load_latencies(run_id: str, uri: str | None = None, raw: bool = False) -> pd.Series:
-    """Per-iteration latencies (ms) of one run, from its ``latencies_ms.csv`` (``raw``: the Raw baseline's)."""
-    client, uri = connect(uri)
+def load_latencies(run_id: str, uri: str | None = None, raw: bool = False,
+                   client: MlflowClient | None = None) -> pd.Series:
+    """Per-iteration latencies (ms) of one run, from its ``latencies_ms.csv`` (``raw``: the Raw baseline's);
+    ``client``: a store already open (callers reading many runs open it once)."""
+    if client is None:
+        client, uri = connect(uri)
     name = "raw_latencies_ms.csv" if raw else "latencies_ms.csv"
     with tempfile.TemporaryDirectory() as tmp:
         try:

@@ -18,6 +18,7 @@ import time
 import numpy as np
 import torch
 
+from bench.contract.records import Model, Timing
 from bench.device.backends.base import ConversionRequest, Target
 from bench.device.backends.pytorch import PytorchBackend
 from bench.device.models import build_model
@@ -63,13 +64,12 @@ def main() -> int:
 
     target: Target = resolve_target(args.device)
     torch.backends.cudnn.benchmark = True  # as the suite runs
-    model = build_model({"name": args.model, "weights": "random", "bn_recalibration_batches": 8}, args.size,
-                        args.size, target.device, seed=0)
+    model = build_model(Model(args.model), args.size, args.size, target.device, seed=0)
     x = torch.randn(1, 3, args.size, args.size, device=target.device)
     converted = PytorchBackend({}).convert(ConversionRequest(
         model=model, example=x, precision="fp32", target=target, cache_dir="", cache_key="", threads=None,
         calibration=list))
-    settings = {"warmup_iters": 0, "warmup_s": 0.0, "min_iters": args.iters, "min_s": 0.0}
+    settings = Timing(warmup_iters=0, warmup_s=0.0, min_iters=args.iters, min_s=0.0)
     synchronize = (lambda: torch.cuda.synchronize(target.device)) if target.is_cuda else (lambda: None)
     stream = torch.cuda.current_stream(target.device) if target.is_cuda else None
     figures = {"end-to-end": ([], []), **({"GPU compute": ([], [])} if target.is_cuda else {})}

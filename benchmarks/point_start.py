@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.controller.executors import Device  # noqa: E402
 from bench.contract.protocol import PROTOCOL  # noqa: E402
+from bench.contract.records import Plan  # noqa: E402
 
 
 def idle_plan() -> dict:
@@ -50,7 +51,7 @@ def main() -> int:
     facts = device.start()
     started = time.perf_counter() - start
     try:
-        (resolved,) = device.resolve([idle_plan()])
+        (resolved,) = device.resolve([Plan.from_json(idle_plan())])
         times = []
         for _ in range(args.points):
             start = time.perf_counter()

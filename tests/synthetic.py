@@ -10,6 +10,7 @@ import uuid
 
 from bench.store import record
 from bench.contract.protocol import FAILED, OK, PROTOCOL, new_measurement
+from bench.contract.records import Plan
 from bench.store.tracking import Store
 
 SEGMENTATION = ("fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101")
@@ -45,7 +46,7 @@ def measurement(device_tags: dict, model: str, backend: str, precision: str, siz
                 agreement: float = 0.99, rel_err: float | None = None, samples: list[float] | None = None,
                 raw_samples: list[float] | None = None, requested: str | None = None) -> dict:
     """One point's measurement on a device that is not here."""
-    made = new_measurement(plan(model, backend, precision, size, device_tags, requested=requested),
+    made = new_measurement(Plan.from_json(plan(model, backend, precision, size, device_tags, requested=requested)),
                            dict(device_tags))
     made.update(status=status, reason=reason)
     if start_ms is not None:

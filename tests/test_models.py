@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from bench.contract.errors import ConfigError
+from bench.contract.records import Model
 from bench.device.models import CLASSIFICATION, SEGMENTATION, build_model, check_state_dict, model_spec
 
-MODEL = {"name": "resnet18", "weights": "random", "bn_recalibration_batches": 8}
+MODEL = Model("resnet18", "random", 8)
 
 
 def test_blog_models_have_blog_sizes_and_other_torchvision_models_are_accepted():
@@ -28,7 +29,7 @@ def test_batchnorm_reestimation_keeps_random_resnet101_finite_in_fp16():
     x = torch.randn(2, 3, 64, 64)
     outputs = {}
     for batches in (0, 8):
-        model = build_model({"name": "fcn_resnet101", "weights": "random", "bn_recalibration_batches": batches}, 64,
+        model = build_model(Model("fcn_resnet101", "random", batches), 64,
                             64, torch.device("cpu"), seed=0)
         with torch.no_grad():
             outputs[batches] = model.half()(x.half())
@@ -45,7 +46,7 @@ def test_each_point_builds_a_fresh_model():
 
 
 def test_a_state_dict_for_another_architecture_is_one_line():
-    state = build_model({**MODEL, "name": "resnet34"}, 64, 64, torch.device("cpu"), seed=0).state_dict()
+    state = build_model(MODEL._replace(name="resnet34"), 64, 64, torch.device("cpu"), seed=0).state_dict()
     with pytest.raises(ConfigError) as error:
         check_state_dict("resnet18", CLASSIFICATION, state, "r34.pt")
     message = str(error.value)
@@ -57,7 +58,7 @@ def test_suite_commit_outside_a_checkout_is_unknown_or_named(tmp_path):
     from bench.store import record
 
     copy = tmp_path / "bench"
-    shutil.copytree(Path(record.__file__).parent, copy)
+    shutil.copytree(Path(record.__file__).parents[1], copy)  # the bench package, outside any checkout
     script = "import json, bench.store.record as r; print(json.dumps(r.suite_commit()))"
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "GIT_CEILING_DIRECTORIES": str(tmp_path.parent)}
     env.pop("BENCH_COMMIT", None)

@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from bench.store.record import histogram_figure
 from conftest import ROOT, SMALL, points
+from synthetic import plan
 from test_resume import wait_for
 
 HOG = "import time\nend = time.monotonic() + 120\nwhile time.monotonic() < end: pass\n"
@@ -114,10 +115,9 @@ def test_the_histogram_shows_the_variant_beside_raw_on_shared_bins():
     rng = np.random.default_rng(0)
     variant = list(0.35 * np.exp(rng.normal(0, 0.03, 300)))
     raw = list(2.5 * np.exp(rng.normal(0, 0.05, 300))) + [40.0]  # Raw with a heavy tail
-    measurement = {"latencies_ms": variant, "raw_latencies_ms": raw,
-                   "plan": {"scenario": "latency", "model": {"name": "resnet18"}, "precision": "fp16",
-                            "backend": {"name": "inductor"}, "input": {"height": 256, "width": 256, "batch_size": 1},
-                            "resolution": {"variant": "inductor+cudagraphs"}}}
+    made = plan("resnet18", "inductor", "fp16", 256, {"device.label": "NVIDIA H200"})
+    made["resolution"]["variant"] = "inductor+cudagraphs"
+    measurement = {"latencies_ms": variant, "raw_latencies_ms": raw, "plan": made}
     axes = histogram_figure(measurement).axes[0]
     variant_bars, raw_bars = axes.containers
     edges = [[patch.get_x() for patch in bars] for bars in (variant_bars, raw_bars)]

@@ -7,20 +7,22 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
+from bench.contract import records
 from bench.device import repeats
 from bench.device.timing import HOST_CLOCK, ROUNDS, WINDOW_WALL_CLOCK, Timed, Timing, measure
 
 
-def settings(**changes) -> dict:
-    return {"warmup_iters": 1, "warmup_s": 0, "min_iters": 15, "min_s": 0, "include_copies": False, "repeats": 1,
-            "interval": 0.95, "unstable_spread": 0.05, "lock_clocks": False, "pin_cpu": True, **changes}
+def settings(**changes) -> records.Timing:
+    return records.Timing(**{"warmup_iters": 1, "warmup_s": 0, "min_iters": 15, "min_s": 0, "include_copies": False,
+                             "repeats": 1, "interval": 0.95, "unstable_spread": 0.05, "lock_clocks": False,
+                             "pin_cpu": True, **changes})
 
 
 def no_sync() -> None:
     pass
 
 
-def one(fn, timing: dict, batch: int = 1, scenario: str = "latency", sync=no_sync) -> Timing:
+def one(fn, timing: records.Timing, batch: int = 1, scenario: str = "latency", sync=no_sync) -> Timing:
     return measure([Timed("variant", fn)], timing, batch, scenario, sync)["variant"]
 
 

@@ -92,22 +92,24 @@ SETTINGS = {
 }
 
 
-def param_applies(field: Field, value, plan: dict, group: Optional[str] = None) -> bool:
-    """Whether ``field`` (of ``group``, whose ``source`` some fields depend on) is a param of ``plan``."""
-    int8 = plan["precision"] == "int8"
-    source = plan[group]["source"] if group in ("calibration", "accuracy") else None
-    return {ALWAYS: True, ON_CUDA: plan["device"].startswith("cuda"), INT8: int8,
+def param_applies(field: Field, value, plan, group: Optional[str] = None) -> bool:
+    """Whether ``field`` (of ``group``, whose ``source`` some fields depend on) is a param of ``plan`` (a
+    bench.contract.records.Plan)."""
+    int8 = plan.precision == "int8"
+    source = getattr(plan, group).source if group in ("calibration", "accuracy") else None
+    return {ALWAYS: True, ON_CUDA: plan.device.startswith("cuda"), INT8: int8,
             INT8_RANDOM: int8 and source == "random", INT8_FOLDER: int8 and source == "folder",
             RANDOM: source == "random", FOLDER: source == "folder", WHEN_SET: value is not None}.get(field.param, False)
 
 
-def declared_params(plan: dict) -> dict:
+def declared_params(plan) -> dict:
     """The plan's params as declared above: ``group.field`` (a group's ``name``: ``group``) or ``field`` -> value."""
     found = {}
     for group, declared in GROUPS.items():
-        found.update({group if name == "name" else "{}.{}".format(group, name): plan[group][name]
-                      for name, field in declared.items() if param_applies(field, plan[group][name], plan, group)})
+        values = getattr(plan, group)
+        found.update({group if name == "name" else "{}.{}".format(group, name): getattr(values, name)
+                      for name, field in declared.items() if param_applies(field, getattr(values, name), plan, group)})
     for name, field in list(NAMED.items()) + list(SETTINGS.items()):
-        if param_applies(field, plan[name], plan):
-            found[name] = plan[name]
+        if param_applies(field, getattr(plan, name), plan):
+            found[name] = getattr(plan, name)
     return found

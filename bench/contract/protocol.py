@@ -16,7 +16,6 @@ still say so.
 """
 import hashlib
 import json
-import re
 import time
 import uuid
 
@@ -176,40 +175,11 @@ def digest(*parts) -> str:
     return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:16]
 
 
-def point_name(plan: dict) -> str:
-    """``resnet18/int8/onnxruntime/256`` from a resolved plan: model/precision/variant/size.
-
-    The variant names options that change what is measured (``inductor+cudagraphs``); non-square
-    inputs read ``256x320``, batches add ``/b8``, the throughput scenario adds ``/throughput``.
-    """
-    size = plan["input"]
-    side = str(size["height"]) if size["height"] == size["width"] else "{}x{}".format(size["height"], size["width"])
-    variant = plan["resolution"]["variant"] if "resolution" in plan else plan["backend"]["name"]
-    name = "{}/{}/{}/{}".format(plan["model"]["name"], plan["precision"], variant, side)
-    if size["batch_size"] > 1:
-        name += "/b{}".format(size["batch_size"])
-    if plan["scenario"] != "latency":
-        name += "/" + plan["scenario"]
-    return name
-
-
-def series_name(plan: dict) -> str:
-    """The point's name without its batch size: the points of one batch-size curve share it."""
-    return re.sub(r"/b\d+(?=/|$)", "", point_name(plan))
-
-
-def point_key(plan: dict, host: str) -> str:
-    """What the point is, wherever its result goes: the resolved plan (less where results and caches
-    live) on this device of this host. The same point measured again has the same key."""
-    measured = {key: value for key, value in plan.items() if key not in ("sweep", "cache_dir", "resolution")}
-    return digest(json.dumps(measured, sort_keys=True), plan["resolution"]["device_label"], host)
-
-
 def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def new_measurement(plan: dict, tags: dict) -> dict:
+def new_measurement(plan, tags: dict) -> dict:
     """An empty measurement of ``plan``: what the measuring side reports for every point, whatever happened.
 
     ``point_id`` is its identity (uploads check it, so each measurement reaches a store exactly once);
@@ -221,20 +191,20 @@ def new_measurement(plan: dict, tags: dict) -> dict:
     beside them, ``calls_per_process`` how many calls of each of those each process contributed; ``repeats`` one row of figures
     per process.
     """
-    return {"point_id": uuid.uuid4().hex, "plan": plan, "status": None, "reason": "", "failure": None,
+    return {"point_id": uuid.uuid4().hex, "plan": plan.to_json(), "status": None, "reason": "", "failure": None,
             "started_ms": now_ms(), "ended_ms": None, "metrics": {}, "details": {}, "tags": tags,
             "latencies_ms": [], "raw_latencies_ms": [], "gpu_ms": [], "raw_gpu_ms": [], "calls_per_process": {},
             "repeats": [], "events": [], "artifacts": {}, "error": ""}
 
 
-def failed_measurement(plan: dict, reason: str, failure: str, tags: dict, error: str = "") -> dict:
+def failed_measurement(plan, reason: str, failure: str, tags: dict, error: str = "") -> dict:
     """A measurement that failed before or outside the point's own code (a crash, a lost connection)."""
     measurement = new_measurement(plan, tags)
     measurement.update(status=FAILED, reason=reason, failure=failure, error=error, ended_ms=now_ms())
     return measurement
 
 
-def skipped_measurement(plan: dict, reason: str, tags: dict) -> dict:
+def skipped_measurement(plan, reason: str, tags: dict) -> dict:
     """A point the controller knows the device cannot run without asking it (a larger batch after one that
     ran out of memory)."""
     measurement = new_measurement(plan, tags)

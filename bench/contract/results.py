@@ -13,7 +13,7 @@ import time
 from typing import List
 
 from bench.contract.names import HOST_NAME
-from bench.contract.protocol import point_key
+from bench.contract.records import Plan
 
 ENTRY_FILE = "measurement.json"
 SYNCED, QUARANTINE = "synced", "quarantine"
@@ -91,10 +91,10 @@ def recorded(folder: str) -> dict:
     for entry in entries(folder) + entries(os.path.join(folder, SYNCED)):
         try:
             measurement = load_entry(entry)
-        except ValueError:
+            plan = Plan.from_json(measurement["plan"])
+        except ValueError:  # an entry that does not load, or whose plan is not this suite's: not this point
             continue
-        plan = measurement["plan"]
-        found[((plan.get("sweep") or {}).get("id"), point_key(plan, measurement["tags"].get(HOST_NAME, "")))] = entry
+        found[((plan.sweep or {}).get("id"), plan.key(measurement["tags"].get(HOST_NAME, "")))] = entry
     return found
 
 

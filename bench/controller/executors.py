@@ -30,6 +30,7 @@ from pathlib import Path
 
 from bench.contract.errors import ConfigError
 from bench.contract.protocol import PROTOCOL, decode, encode
+from bench.contract.records import Plan
 
 log = logging.getLogger(__name__)
 
@@ -244,15 +245,17 @@ class Device:
         log.info("connecting to %s and shipping the measuring core (%d KiB)", host, len(bundle) // 1024)
         return Worker(argv, f"ssh {host}", preamble=f"{len(bundle)}\n".encode() + bundle)
 
-    def resolve(self, plans: list[dict]) -> list[dict]:
-        return self.worker.request({"op": "resolve", "plans": plans})["points"]
+    def resolve(self, plans: list[Plan]) -> list[dict]:
+        """Each plan resolved on the device: ``{"plan": Plan}``, or ``{"error": "one line"}``."""
+        points = self.worker.request({"op": "resolve", "plans": [plan.to_json() for plan in plans]})["points"]
+        return [{"plan": Plan.from_json(point["plan"])} if "plan" in point else point for point in points]
 
-    def measure(self, plan: dict) -> dict:
+    def measure(self, plan: Plan) -> dict:
         """Measure one resolved plan; a worker lost on the way is started again for the next point."""
         if self.worker is None or self.worker.process.poll() is not None:
             self.restart()
         try:
-            return self.worker.request({"op": "measure", "plan": plan})["measurement"]
+            return self.worker.request({"op": "measure", "plan": plan.to_json()})["measurement"]
         except WorkerLost:
             self.worker.kill()
             self.worker = None

@@ -1,4 +1,4 @@
-"""Config -> plans: every grid point resolved once into the plain JSON the measuring side takes.
+"""Config -> plans: every grid point resolved once into a typed plan (bench/contract/records.py).
 
 Hydra composes one config per point. ``make_grid`` checks them all before anything runs (unknown
 keys, values no device could measure, settings that must be the same for the whole sweep) and
@@ -18,7 +18,8 @@ from omegaconf.errors import MissingMandatoryValue
 from bench.controller.config import Config
 from bench.contract.errors import ConfigError
 from bench.contract.fields import GROUPS, NAMED, SETTINGS
-from bench.contract.protocol import PROTOCOL, PlanError, check_plan, check_values, digest
+from bench.contract.protocol import PROTOCOL, PlanError, check_values, digest
+from bench.contract.records import Plan
 
 # Settings of the whole sweep: one store, one executor, one resume policy.
 SWEEP_KEYS = ("tracking", "executor", "resume", "label")
@@ -28,7 +29,7 @@ SWEEP_KEYS = ("tracking", "executor", "resume", "label")
 class Grid:
     """A sweep's points as plans, and what the whole sweep shares."""
 
-    plans: list[dict]
+    plans: list[Plan]
     overrides: list[list[str]]  # each point's overrides, as Hydra gave them
     tracking: dict
     executor: dict
@@ -104,10 +105,10 @@ def make_grid(configs: list[DictConfig], overrides: list[list[str]]) -> Grid:
         unknown = _unknown_keys(config, Config())
         if unknown:
             raise ConfigError(f"{where}unknown setting {unknown[0]}")
-        plan = plan_from_config(config)
+        data = plan_from_config(config)
         try:
-            check_plan(plan)
-            check_values(plan)
+            plan = Plan.from_json(data)
+            check_values(data)
         except (PlanError, ConfigError) as exc:
             raise ConfigError(f"{where}{exc}") from None
         sweep = {key: config[key] for key in SWEEP_KEYS}
@@ -119,7 +120,7 @@ def make_grid(configs: list[DictConfig], overrides: list[list[str]]) -> Grid:
                               "through one executor (run one sweep per store or device)")
         plans.append(plan)
     executor = shared["executor"]
-    identity = {"plans": plans, "executor": {k: executor[k] for k in ("kind", "python", "host")},
+    identity = {"plans": [plan.to_json() for plan in plans], "executor": {k: executor[k] for k in ("kind", "python", "host")},
                 "label": shared["label"], "kind": shared["tracking"]["kind"]}
     return Grid(plans, [list(o) for o in overrides], shared["tracking"], executor, shared["resume"], shared["label"],
                 digest(json.dumps(identity, sort_keys=True)))

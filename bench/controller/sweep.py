@@ -24,7 +24,8 @@ from bench.contract import exits, names
 from bench.contract.errors import ConfigError
 from bench.contract.names import DEVICE_LABEL, HOST_NAME, TIMING_UNSTABLE
 from bench.contract.protocol import EXECUTOR_FAILURE, FAILED, OK, OUT_OF_MEMORY, SKIPPED, failed_measurement, \
-    now_ms, point_key, point_name, series_name, skipped_measurement
+    now_ms, skipped_measurement
+from bench.contract.records import Plan
 from bench.contract.results import write_file_atomic
 from bench.controller.baselines import Baselines
 from bench.controller.executors import Device, WorkerLost
@@ -89,7 +90,7 @@ def write_plans(grid: Grid, sweep: dict, out: str) -> Path:
     path = Path(out).expanduser()
     if not path.parent.is_dir():
         raise ConfigError(f"executor.out={out}: folder {path.parent} does not exist")
-    write_file_atomic(str(path), "".join(json.dumps(dict(plan, sweep=sweep), sort_keys=True) + "\n"
+    write_file_atomic(str(path), "".join(json.dumps(plan._replace(sweep=sweep).to_json(), sort_keys=True) + "\n"
                                          for plan in grid.plans).encode())
     return path
 
@@ -155,14 +156,15 @@ def _save(context: SweepContext, measurement: dict) -> str:
     except Exception as exc:  # noqa: BLE001 - whatever stops the record, the measurement must not be lost
         entry = context.spool.write(measurement)
         log.warning("%s: %s cannot take the result (%s); saved to %s: upload it with `python -m bench.store.sync%s`",
-                    point_name(measurement["plan"]), redact(store.uri if store else "the store"), error_line(exc),
+                    Plan.from_json(measurement["plan"]).name, redact(store.uri if store else "the store"), error_line(exc),
                     entry,
                     "" if context.spool.folder == Path(DEFAULT_SPOOL_DIR).expanduser()
                     else f" --spool {context.spool.folder}")
         where = f"the spool ({entry})"
     if context.sweep is not None:
         host = measurement["tags"].get(HOST_NAME, "")
-        context.journal.point(context.sweep["id"], point_key(measurement["plan"], host), measurement["status"])
+        context.journal.point(context.sweep["id"], Plan.from_json(measurement["plan"]).key(host),
+                              measurement["status"])
     return where
 
 
@@ -231,7 +233,7 @@ def _open_store(grid: Grid) -> Store:
     return store
 
 
-def _resolve(device: Device, grid: Grid) -> list[dict]:
+def _resolve(device: Device, grid: Grid) -> list[Plan]:
     """Every plan resolved on the device; the first bad point (of all of them) is one ConfigError."""
     resolved = device.resolve(grid.plans)
     bad = [(index, point["error"]) for index, point in enumerate(resolved, 1) if "error" in point]
@@ -242,7 +244,7 @@ def _resolve(device: Device, grid: Grid) -> list[dict]:
         more = f" ({len(bad) - 1} more point(s) with errors)" if len(bad) > 1 else ""
         raise ConfigError(f"{where}{message}{more}")
     plans = [point["plan"] for point in resolved]
-    skipped = sum(1 for plan in plans if plan["resolution"]["skip_reason"])
+    skipped = sum(1 for plan in plans if plan.resolution.skip_reason)
     log.info("%d point(s) resolved on %s: %d to measure, %d skipped here", len(plans), device.where,
              len(plans) - skipped, skipped)
     return plans
@@ -270,21 +272,21 @@ def _measure_all(plans: list[dict], facts: dict, device: Device, context: SweepC
     too_big: dict[str, int] = {}  # series (a point without its batch size) -> the smallest batch that did not fit
     for index, plan in enumerate(plans, 1):
         if context.sweep is not None:
-            plan = dict(plan, sweep=context.sweep)
-        name, key = point_name(plan), point_key(plan, host)
+            plan = plan._replace(sweep=context.sweep)
+        name, key = plan.name, plan.key(host)
         where = context.recorded.get(key)
         if where:
             log.info("[%d/%d] %s: already recorded in this sweep (%s); skipped", index, len(plans), name, where)
             outcome.already += 1
             continue
-        tags = {HOST_NAME: host, DEVICE_LABEL: plan["resolution"]["device_label"]}
-        series, batch = series_name(plan), plan["input"]["batch_size"]
+        tags = {HOST_NAME: host, DEVICE_LABEL: plan.resolution.device_label}
+        series, batch = plan.series, plan.input.batch_size
         if batch > too_big.get(series, batch):
             measurement = skipped_measurement(plan, f"{OUT_OF_MEMORY}: batch {too_big[series]} of this series did "
                                                     "not fit on the device, so larger ones were not tried", tags)
         else:
             log.info("[%d/%d] %s: measuring on %s (%s)", index, len(plans), name, device.where,
-                     plan["resolution"]["device_label"])
+                     plan.resolution.device_label)
             measurement = _measure_checked(device, plan, tags, baselines, f"[{index}/{len(plans)}] {name}")
         if measurement["status"] == SKIPPED and measurement["reason"].startswith(OUT_OF_MEMORY):
             too_big[series] = min(batch, too_big.get(series, batch))
@@ -294,7 +296,7 @@ def _measure_all(plans: list[dict], facts: dict, device: Device, context: SweepC
         log.info("[%d/%d] %s: %s; recorded as %s", index, len(plans), name, _summary(measurement), recorded_as)
 
 
-def _measure_checked(device: Device, plan: dict, tags: dict, baselines: Baselines, shown: str) -> dict:
+def _measure_checked(device: Device, plan: Plan, tags: dict, baselines: Baselines, shown: str) -> dict:
     """Measure a point; one whose eager fp32 disagrees grossly with the sweep's earlier measurements is measured
     once more, and flagged unstable (with both attempts' figures) if it still does."""
     try:

@@ -18,7 +18,8 @@ import sys
 
 from bench.contract import results
 from bench.contract.errors import OneLineParser
-from bench.contract.protocol import FAILED, OK, SKIPPED, PlanError, point_key, point_name, read_plans
+from bench.contract.protocol import FAILED, OK, SKIPPED, PlanError, read_plans
+from bench.contract.records import Plan
 from bench.device.worker import collect_facts, configure_logging, measure_plan, resolve_plans, run_in_child, \
     serve_stdio
 from bench.contract.names import HOST_NAME, LATENCY_MS
@@ -61,14 +62,14 @@ def measure_file(path: str, out: str) -> int:
                                                        else ""))
     host = facts["host"][HOST_NAME]
     done = results.recorded(out)
-    resolved = [point["plan"] for point in reply["points"]]
-    todo = [plan for plan in resolved if ((plan.get("sweep") or {}).get("id"), point_key(plan, host)) not in done]
+    resolved = [Plan.from_json(point["plan"]) for point in reply["points"]]
+    todo = [plan for plan in resolved if ((plan.sweep or {}).get("id"), plan.key(host)) not in done]
     if len(todo) < len(resolved):
         log.info("%d of %d point(s) are already in %s; measuring the other %d", len(resolved) - len(todo),
                  len(resolved), out, len(todo))
     counts = {OK: 0, SKIPPED: 0, FAILED: 0}
     for index, plan in enumerate(todo, 1):
-        name = point_name(plan)
+        name = plan.name
         log.info("[%d/%d] %s: measuring", index, len(todo), name)
         measurement = measure_plan(plan, None)
         entry = results.write_entry(out, measurement)

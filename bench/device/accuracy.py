@@ -8,6 +8,7 @@ from typing import Dict, List, NamedTuple, Optional
 
 import torch
 
+from bench.contract.records import Accuracy, Plan
 from bench.device import images
 from bench.device.inputs import PointInputs
 from bench.contract.errors import ConfigError
@@ -30,40 +31,40 @@ class Inputs(NamedTuple):
     files: List[str]  # the images, in order (empty for noise)
 
 
-def random_inputs(accuracy: dict, shape) -> Inputs:
-    generator = torch.Generator().manual_seed(accuracy["seed"])
-    batches = [torch.randn(shape, generator=generator) for _ in range(accuracy["batches"])]
+def random_inputs(accuracy: Accuracy, shape) -> Inputs:
+    generator = torch.Generator().manual_seed(accuracy.seed)
+    batches = [torch.randn(shape, generator=generator) for _ in range(accuracy.batches)]
     return Inputs(batches, len(batches) * shape[0], None, None,
                   {ACCURACY_INPUTS: "random normal, seed {}, {} batch(es): agreement with eager fp32 only, "
-                                      "no accuracy".format(accuracy["seed"], accuracy["batches"]),
+                                      "no accuracy".format(accuracy.seed, accuracy.batches),
                    ACCURACY_LABELLED: "false"}, [])
 
 
-def check(plan: dict, task: str, inputs: PointInputs) -> None:
+def check(plan: Plan, task: str, inputs: PointInputs) -> None:
     """A bad accuracy folder or masks folder: one ConfigError, before any work."""
     found = inputs.accuracy
     if found is None:
         return
     images.check_decodes(found, "accuracy.folder", 1)
-    masks = plan["accuracy"]["masks"]
+    masks = plan.accuracy.masks
     if masks is not None:
         if task == CLASSIFICATION:
             raise ConfigError("accuracy.masks is for segmentation models; {} classifies".format(
-                plan["model"]["name"]))
+                plan.model.name))
         if not any(images.mask_for(f, found, masks) for f in found.files):
             raise ConfigError("accuracy.masks {!r}: no mask named like the images of {!r} (same relative path, "
                               ".png)".format(masks, found.folder))
 
 
-def folder_inputs(plan: dict, shape, inputs: PointInputs, task: str) -> Inputs:
+def folder_inputs(plan: Plan, shape, inputs: PointInputs, task: str) -> Inputs:
     batch, _, height, width = shape
-    accuracy, found, recipe = plan["accuracy"], inputs.accuracy, inputs.recipe
-    tensors, labels, used, skipped = images.load(found, height, width, recipe, accuracy["max_images"])
+    accuracy, found, recipe = plan.accuracy, inputs.accuracy, inputs.recipe
+    tensors, labels, used, skipped = images.load(found, height, width, recipe, accuracy.max_images)
     if task != CLASSIFICATION:
         labels = None  # class folders name ImageNet classes; segmentation is judged against masks
     masks = None
-    if accuracy["masks"] is not None:
-        paths = [images.mask_for(f, found, accuracy["masks"]) for f in used]
+    if accuracy.masks is not None:
+        paths = [images.mask_for(f, found, accuracy.masks) for f in used]
         keep = [i for i, path in enumerate(paths) if path is not None]
         tensors = [tensors[i] for i in keep]
         masks = [images.load_mask(paths[i], height, width, recipe) for i in keep]

@@ -15,6 +15,7 @@ from typing import Dict, NamedTuple, Optional
 import torch
 from torch import nn
 
+from bench.contract.records import Model
 from bench.contract.errors import ConfigError
 from bench.contract.protocol import BLOG_SIZES
 
@@ -206,9 +207,9 @@ def recalibrate_batchnorm(model: nn.Module, shape, batches: int, generator: torc
     model.eval()
 
 
-def build_model(model: dict, height: int, width: int, device: torch.device, seed: int) -> nn.Module:
+def build_model(model: Model, height: int, width: int, device: torch.device, seed: int) -> nn.Module:
     """A fresh fp32 eval-mode model on ``device`` from the plan's ``model`` block; never shared between points."""
-    name, weights = model["name"], model["weights"]
+    name, weights = model.name, model.weights
     spec = model_spec(name)
     torch.manual_seed(seed)
     if weights == "pretrained":
@@ -225,6 +226,6 @@ def build_model(model: dict, height: int, width: int, device: torch.device, seed
     net = net.to(device).eval()
     if weights == "random":
         # Batch of 2: BatchNorm on 1x1 pooled features (deeplabv3's ASPP) needs >1 value per channel.
-        recalibrate_batchnorm(net, (2, 3, height, width), model["bn_recalibration_batches"],
+        recalibrate_batchnorm(net, (2, 3, height, width), model.bn_recalibration_batches,
                               torch.Generator().manual_seed(seed + 1))
     return net

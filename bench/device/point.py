@@ -16,12 +16,13 @@ import torch
 
 from bench.contract.protocol import FAILED, OK, OUT_OF_MEMORY, POINT_FAILURE, SKIPPED, digest, new_measurement, \
     now_ms
+from bench.contract.records import Plan
 from bench.device import accuracy, calibration, fingerprint, sensors, timing
 from bench.device.backends import create
 from bench.device.backends.base import ConversionRequest, Converted, Target
 from bench.device.inputs import PointInputs, resolve_inputs
 from bench.device.models import CLASSIFICATION, build_model
-from bench.device.resolve import cache_dir, input_shape, resolve_target, skip_reason
+from bench.device.resolve import cache_dir, input_shape, resolve_target
 from bench.contract.names import (
     CONVERT_CACHE_HIT, CONVERT_S, ENERGY_SOURCE, GPU_MS, GPU_SPEEDUP, LATENCY_MS, LATENCY_MS_MEAN,
     PEAK_CUDA_MEM_MB, PEAK_RSS_MB, RAW_GPU_MS, RAW_LATENCY_MS, RAW_THROUGHPUT, THROUGHPUT, THROUGHPUT_SPEEDUP,
@@ -71,26 +72,26 @@ def _tf32_settings() -> dict:
     return settings
 
 
-def threads_for(plan: dict, target: Target) -> Optional[int]:
+def threads_for(plan: Plan, target: Target) -> Optional[int]:
     """The CPU threads a point computes with: ``threads``, or on a CPU point every CPU this process may use but one
     (at least one), which is left to the system, the controller and interrupts; None: the libraries' default
     (CUDA points). On a 2-vCPU virtual machine two threads made every figure hostage to the other vCPU's load
     (medians of separate processes 1.17-1.29x apart), one thread reproduced within 1.03-1.13x
     (docs/methodology.md)."""
-    if plan["threads"] or target.is_cuda:
-        return plan["threads"]
+    if plan.threads or target.is_cuda:
+        return plan.threads
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cpus - 1)
 
 
-def _convert(plan: dict, model: torch.nn.Module, example: torch.Tensor, target: Target, found: PointInputs,
+def _convert(plan: Plan, model: torch.nn.Module, example: torch.Tensor, target: Target, found: PointInputs,
              measurement: dict):
     """The point's backend converts a copy of the model (timed; cache hits and events recorded)."""
-    shape, precision = input_shape(plan), plan["precision"]
+    shape, precision = input_shape(plan), plan.precision
     metrics, details = measurement["metrics"], measurement["details"]
-    backend = create(plan["backend"])
-    cache_key = digest(plan["model"]["name"], weights_digest(model), shape, precision,
-                       sorted(plan["calibration"].items()) if precision == "int8" else "",
+    backend = create(plan.backend)
+    cache_key = digest(plan.model.name, weights_digest(model), shape, precision,
+                       sorted(plan.calibration._asdict().items()) if precision == "int8" else "",
                        torch.cuda.get_device_name(target.device) if target.is_cuda else "cpu")
     request = ConversionRequest(
         model=copy.deepcopy(model), example=example, precision=precision, target=target,
@@ -100,11 +101,11 @@ def _convert(plan: dict, model: torch.nn.Module, example: torch.Tensor, target: 
         details["calibration.inputs"] = calibration.describe(plan, found)
         if found.calibration is not None:
             measurement["artifacts"]["calibration_images.txt"] = "\n".join(
-                found.calibration.files[:plan["calibration"]["num_batches"] * shape[0]]) + "\n"
+                found.calibration.files[:plan.calibration.num_batches * shape[0]]) + "\n"
     if target.is_cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(target.device)
-    log.info("converting with %s at %s", plan["resolution"]["variant"], precision)
+    log.info("converting with %s at %s", plan.resolution.variant, precision)
     start = time.perf_counter()
     converted = backend.convert(request)
     _synchronizer(target)()
@@ -117,30 +118,30 @@ def _convert(plan: dict, model: torch.nn.Module, example: torch.Tensor, target: 
     return converted
 
 
-def _time(plan: dict, model: torch.nn.Module, converted: Converted, raw_input: torch.Tensor, target: Target,
+def _time(plan: Plan, model: torch.nn.Module, converted: Converted, raw_input: torch.Tensor, target: Target,
           measurement: dict) -> None:
     """Time the converted model, and eager fp32 (Raw) in alternating rounds beside it, in this process."""
-    settings, scenario, batch = plan["timing"], plan["scenario"], plan["input"]["batch_size"]
+    settings, scenario, batch = plan.timing, plan.scenario, plan.input.batch_size
     metrics, details = measurement["metrics"], measurement["details"]
-    include_copies = settings["include_copies"]
-    details["cpu.pinning"] = _pin(target, settings["pin_cpu"])  # after the conversion, whose compilers use every core
-    is_raw_point = plan["backend"]["name"] == "pytorch" and plan["precision"] == "fp32"
+    include_copies = settings.include_copies
+    details["cpu.pinning"] = _pin(target, settings.pin_cpu)  # after the conversion, whose compilers use every core
+    is_raw_point = plan.backend["name"] == "pytorch" and plan.precision == "fp32"
     x = _prepare(raw_input, converted)
     series = [timing.Timed("variant", _timed_call(converted, x, target, include_copies), converted.stream or
                            (torch.cuda.current_stream(target.device) if target.is_cuda else None),
                            _gpu_unavailable(converted, include_copies))]
-    if plan["raw_baseline"] and not is_raw_point:
+    if plan.raw_baseline and not is_raw_point:
         series.append(timing.Timed("raw", functools.partial(model, raw_input),
                                    torch.cuda.current_stream(target.device) if target.is_cuda else None))
-    log.info("timing %s%s (%s scenario)", plan["resolution"]["variant"],
+    log.info("timing %s%s (%s scenario)", plan.resolution.variant,
              " and the raw baseline (eager fp32) in alternating rounds" if len(series) > 1 else "", scenario)
-    meter, details[ENERGY_SOURCE] = (None, "off: energy=off") if plan["energy"] == "off" else \
-        sensors.energy_meter(plan["device"])
-    before = sensors.device_state(plan["device"])
+    meter, details[ENERGY_SOURCE] = (None, "off: energy=off") if plan.energy == "off" else \
+        sensors.energy_meter(plan.device)
+    before = sensors.device_state(plan.device)
     with torch.no_grad():
         timed = timing.measure(series, settings, batch, scenario, _synchronizer(target), on_cuda=target.is_cuda,
                                meter=meter)
-    after = sensors.device_state(plan["device"])
+    after = sensors.device_state(plan.device)
     details.update({"state." + key: value for key, value in before.items()})
     details.update({"state.after." + key: after[key] for key in after if after[key] != before.get(key)})
     conditions = sensors.load_conditions(before, after)
@@ -181,24 +182,24 @@ def _pin(target: Target, wanted: bool) -> str:
     return "pinned to CPU {}".format(cpu)
 
 
-def _measure(plan: dict, measurement: dict, first: bool) -> None:
+def _measure(plan: Plan, measurement: dict, first: bool) -> None:
     """Measure a runnable point into ``measurement``; ``first``: also check the outputs against eager fp32
     (a repeat only converts, from the cache, and times)."""
-    target = resolve_target(plan["device"])
+    target = resolve_target(plan.device)
     threads = threads_for(plan, target)
     if threads:
         torch.set_num_threads(threads)
     measurement["tags"]["cpu.threads"] = str(torch.get_num_threads())
-    torch.backends.cudnn.benchmark = plan["cudnn_benchmark"]
+    torch.backends.cudnn.benchmark = plan.cudnn_benchmark
     shape = input_shape(plan)
-    task = plan["resolution"]["task"]
+    task = plan.resolution.task
     metrics, details = measurement["metrics"], measurement["details"]
     details["process.pid"] = os.getpid()  # one row per process in repeats.csv (bench.device.repeats)
 
-    log.info("building %s (%s weights) on %s", plan["model"]["name"], plan["model"]["weights"], target.device)
-    model = build_model(plan["model"], shape[2], shape[3], target.device, plan["seed"])
+    log.info("building %s (%s weights) on %s", plan.model.name, plan.model.weights, target.device)
+    model = build_model(plan.model, shape[2], shape[3], target.device, plan.seed)
     found = resolve_inputs(plan, task == CLASSIFICATION)
-    checked = accuracy.random_inputs(plan["accuracy"], shape) if found.accuracy is None \
+    checked = accuracy.random_inputs(plan.accuracy, shape) if found.accuracy is None \
         else accuracy.folder_inputs(plan, shape, found, task)
     details.update(checked.details)
     inputs = [batch.to(target.device) for batch in (checked.batches if first else checked.batches[:1])]
@@ -230,22 +231,22 @@ def out_of_memory(exc: BaseException) -> bool:
         "out of memory", "failed to allocate memory", "can't allocate memory"))
 
 
-def device_tags(plan: dict) -> dict:
+def device_tags(plan: Plan) -> dict:
     """The fingerprint of the device this plan runs on."""
-    device = plan["device"]
+    device = plan.device
     cuda = fingerprint.cuda_facts(int(device.split(":")[1])) if device.startswith("cuda") else None
     tags = fingerprint.device_tags(device, fingerprint.host_facts(), cuda)
     tags["cpu.threads"] = str(torch.get_num_threads())
     return tags
 
 
-def measure(plan: dict, first: bool = True) -> dict:
+def measure(plan: Plan, first: bool = True) -> dict:
     """Measure one resolved plan in this process; the measurement says ok, skipped or failed, with the reason.
 
     ``first``: the point's first process, which also checks the outputs; later repeats only time.
     """
     measurement = new_measurement(plan, {})
-    reason = skip_reason(plan)
+    reason = plan.resolution.skip_reason
     try:
         measurement["tags"] = device_tags(plan)
         if reason:
@@ -259,7 +260,7 @@ def measure(plan: dict, first: bool = True) -> dict:
         if out_of_memory(exc):  # the device cannot hold this point: a fact about the device, not a crash
             log.warning("point skipped: out of memory (%s)", reason)
             measurement.update(status=SKIPPED, metrics={}, error=error,
-                               reason="{} at batch {}: {}".format(OUT_OF_MEMORY, plan["input"]["batch_size"], reason))
+                               reason="{} at batch {}: {}".format(OUT_OF_MEMORY, plan.input.batch_size, reason))
         else:
             log.error("point failed: %s", reason)
             measurement.update(status=FAILED, failure=POINT_FAILURE, metrics={}, reason=reason, error=error)

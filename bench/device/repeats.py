@@ -20,6 +20,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from bench.contract import records
 from bench.device.timing import call_stats
 from bench.contract.protocol import MAD_SCALE
 from bench.contract.names import (
@@ -114,10 +115,10 @@ def _per_process(measurement: dict, index: int) -> Dict[str, float]:
     return row
 
 
-def combine(measurements: List[dict], timing: dict) -> dict:
+def combine(measurements: List[dict], timing: records.Timing) -> dict:
     """The point's measurement from its processes' (all ok, the first the full one): figures, intervals, spread."""
     first = measurements[0]
-    level, n = timing["interval"], len(measurements)
+    level, n = timing.interval, len(measurements)
     metrics, details = first["metrics"], first["details"]
     rows = [_per_process(m, index) for index, m in enumerate(measurements, 1)]
     common = lambda key: all(key in m["metrics"] for m in measurements)  # noqa: E731
@@ -149,10 +150,10 @@ def combine(measurements: List[dict], timing: dict) -> dict:
             low, high = process_interval(values, level)
             metrics[stem + "_spread"] = max(values) / min(values)
             spread = dispersion(values)
-            if key == headline and spread > timing["unstable_spread"] > 0:
+            if key == headline and spread > timing.unstable_spread > 0:
                 what = "end-to-end latencies" if key == LATENCY_MS else "throughputs"
                 unstable.append("{} processes' {} disagree: robust spread {:.1%} of the median (1.4826 x MAD) above "
-                                "{:.0%}".format(n, what, spread, timing["unstable_spread"]))
+                                "{:.0%}".format(n, what, spread, timing.unstable_spread))
         else:
             low, high = _single_interval(first, key, level)
         if low is not None:
@@ -163,7 +164,7 @@ def combine(measurements: List[dict], timing: dict) -> dict:
         "{:.0%} interval of one process's median latency from its calls (other processes not measured: "
         "timing.repeats=1)".format(level))
     details["timing.stability"] = unstable[0] if unstable else (
-        "judged from {} processes: robust spread within {:.0%}".format(n, timing["unstable_spread"]) if n > 1
+        "judged from {} processes: robust spread within {:.0%}".format(n, timing.unstable_spread) if n > 1
         else "not judged: one process (timing.repeats=1)")
     if unstable:
         details[TIMING_UNSTABLE] = unstable[0]

@@ -6,10 +6,8 @@ can check (the calibration folder and weights file are paths *there*). It return
 those values filled in and a ``resolution`` block; a point that cannot run here is resolved with
 a ``skip_reason``, a point that is wrong is a ConfigError naming the bad value.
 """
-import copy
 import logging
 import os
-from typing import Optional
 
 import torch
 
@@ -17,7 +15,8 @@ from bench.device import accuracy, backends, calibration, models, sensors
 from bench.device.backends.base import Target
 from bench.device.inputs import resolve_inputs
 from bench.contract.errors import ConfigError
-from bench.contract.protocol import check_plan, check_values
+from bench.contract.protocol import check_values
+from bench.contract.records import Input, Model, Plan, Resolution
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +41,13 @@ def resolve_target(device: str) -> Target:
     return Target(dev)
 
 
-def _sizes(plan: dict, spec: models.ModelSpec) -> None:
+def _sizes(plan: Plan, spec: models.ModelSpec) -> Input:
+    """The input size the point is measured at: the model's default where the plan leaves it open."""
+    sizes = {}
     for side in ("height", "width"):
-        value = plan["input"][side]
+        value = getattr(plan.input, side)
+        sizes[side] = spec.default_size if value is None else value
         if value is None:
-            plan["input"][side] = spec.default_size
             continue
         if value < 1:
             raise ConfigError(f"input.{side}={value} must be a positive integer")
@@ -54,65 +55,56 @@ def _sizes(plan: dict, spec: models.ModelSpec) -> None:
             raise ConfigError(f"input.{side}={value} is too small for {spec.name}: it needs at least {spec.min_size}")
         if spec.fixed_size and value != spec.fixed_size:
             raise ConfigError(f"input.{side}={value}: {spec.name} takes exactly {spec.fixed_size}")
+    return plan.input._replace(**sizes)
 
 
-def check_weights(model: dict, task: str) -> None:
+def check_weights(model: Model, task: str) -> None:
     """The requested weights can be had: a local state dict for this architecture, or pretrained ones."""
-    weights = model["weights"]
-    if weights == "random":
+    if model.weights == "random":
         return
-    if weights == "pretrained":
-        models.ensure_pretrained(model["name"])
+    if model.weights == "pretrained":
+        models.ensure_pretrained(model.name)
         return
-    models.check_state_dict(model["name"], task, models.load_state_dict_file(weights), weights)
+    models.check_state_dict(model.name, task, models.load_state_dict_file(model.weights), model.weights)
 
 
-def resolve(plan: dict, labels: dict) -> dict:
-    """The plan as this device measures it (a copy); ConfigError for a value that cannot be measured as asked.
+def resolve(data: dict, labels: dict) -> Plan:
+    """The plan (JSON, as it came) as this device measures it; PlanError for a plan that is not well-formed,
+    ConfigError for a value that cannot be measured as asked.
 
     ``labels`` names this machine's devices (``{"cpu": ..., "cuda:0": ...}``, fingerprint.device_label).
     """
-    check_plan(plan)
-    check_values(plan)
-    resolved = copy.deepcopy(plan)
-    target = resolve_target(plan["device"])
-    spec = models.model_spec(plan["model"]["name"])
-    _sizes(resolved, spec)
-    check_weights(plan["model"], spec.task)
+    plan = Plan.from_json(data)
+    check_values(data)
+    target = resolve_target(plan.device)
+    spec = models.model_spec(plan.model.name)
+    resolved = plan._replace(input=_sizes(plan, spec))
+    check_weights(plan.model, spec.task)
     found = resolve_inputs(resolved, spec.task == models.CLASSIFICATION)
     calibration.check(resolved, found)
     accuracy.check(resolved, spec.task, found)
-    if plan["energy"] == "require":
+    if plan.energy == "require":
         meter, source = sensors.energy_meter(str(target.device))
         if meter is None:
             raise ConfigError(f"energy=require, but {target.device} has no energy source here ({source}); "
                               "energy=auto records the reason and measures the rest")
-    backend, reason, tried = backends.resolve(plan["backend"], target, plan["precision"])
-    resolved["device"] = str(target.device)
-    if backend is not None:
-        resolved["backend"] = dict(backend.resolved(target, plan["precision"]), name=backend.name)
-    resolved["resolution"] = {
-        "backend_requested": plan["backend"]["name"],
-        "variant": backend.variant(target) if backend is not None else plan["backend"]["name"],
-        "task": spec.task,
-        "device_label": labels[str(target.device)],
-        "skip_reason": reason,
-        "auto_tried": tried or None,
-    }
-    return resolved
+    backend, reason, tried = backends.resolve(plan.backend, target, plan.precision)
+    return resolved._replace(
+        device=str(target.device),
+        backend=dict(backend.resolved(target, plan.precision), name=backend.name) if backend else plan.backend,
+        resolution=Resolution(backend_requested=plan.backend["name"],
+                              variant=backend.variant(target) if backend is not None else plan.backend["name"],
+                              task=spec.task, device_label=labels[str(target.device)], skip_reason=reason,
+                              auto_tried=tried or None))
 
 
-def skip_reason(resolved: dict) -> Optional[str]:
-    return resolved["resolution"]["skip_reason"]
-
-
-def input_shape(resolved: dict):
+def input_shape(resolved: Plan):
     """(batch, 3, height, width) of a resolved plan."""
-    size = resolved["input"]
-    return size["batch_size"], 3, size["height"], size["width"]
+    size = resolved.input
+    return size.batch_size, 3, size.height, size.width
 
 
-def cache_dir(resolved: dict) -> str:
-    path = os.path.expanduser(resolved["cache_dir"])
+def cache_dir(resolved: Plan) -> str:
+    path = os.path.expanduser(resolved.cache_dir)
     os.makedirs(path, exist_ok=True)
     return path

@@ -24,6 +24,7 @@ import time
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
+from bench.contract import records
 from bench.contract.names import (
     ENERGY_MJ, ENERGY_MJ_PER_IMAGE, GPU_CV, GPU_HOLD_FRACTION, GPU_MS, GPU_MS_P90, GPU_MS_P99, ITERATIONS, LATENCY_CV,
     LATENCY_MS, LATENCY_MS_MAX, LATENCY_MS_MEAN, LATENCY_MS_MIN, LATENCY_MS_P90, LATENCY_MS_P95, LATENCY_MS_P99,
@@ -169,10 +170,10 @@ def _queue_ms(fn: Callable[[], object], synchronize: Callable[[], None]) -> floa
     return queued
 
 
-def _warm_up(call: Callable[[], float], timing: dict) -> List[float]:
+def _warm_up(call: Callable[[], float], timing: records.Timing) -> List[float]:
     """Warm up for both ``warmup_iters`` calls and ``warmup_s`` seconds; what each call returned."""
     seen, start = [], host_seconds()
-    while len(seen) < timing["warmup_iters"] or host_seconds() - start < timing["warmup_s"]:
+    while len(seen) < timing.warmup_iters or host_seconds() - start < timing.warmup_s:
         seen.append(call())
     return seen
 
@@ -200,9 +201,9 @@ class _Series:
         self.hold = None  # type: Optional[StreamHold]
 
 
-def measure(series: Sequence[Timed], timing: dict, batch_size: int, scenario: str,
+def measure(series: Sequence[Timed], timing: records.Timing, batch_size: int, scenario: str,
             synchronize: Callable[[], None], on_cuda: bool = False, meter=None) -> Dict[str, Timing]:
-    """Time every series in ``scenario`` until ``timing["min_iters"]`` calls and ``timing["min_s"]`` seconds each.
+    """Time every series in ``scenario`` until ``timing.min_iters`` calls and ``timing.min_s`` seconds each.
 
     With more than one series they alternate in ``ROUNDS`` blocks (each block re-warms briefly); on CUDA each
     block times the end-to-end calls, then the GPU-compute calls, each to the block's share of the minimums.
@@ -210,8 +211,8 @@ def measure(series: Sequence[Timed], timing: dict, batch_size: int, scenario: st
     ``stop() -> (mJ, W)``) watches the first series' end-to-end blocks, warm-up excluded.
     """
     rounds = ROUNDS if len(series) > 1 else 1
-    block_calls = int(math.ceil(max(timing["min_iters"], 1) / float(rounds)))
-    block_s = timing["min_s"] / float(rounds)
+    block_calls = int(math.ceil(max(timing.min_iters, 1) / float(rounds)))
+    block_s = timing.min_s / float(rounds)
     rewarm = REWARM_CALLS if rounds > 1 else 0
     states = [_Series(timed) for timed in series]
     synchronize()
@@ -220,7 +221,7 @@ def measure(series: Sequence[Timed], timing: dict, batch_size: int, scenario: st
         if scenario == "throughput":
             warm = _warm_up(lambda: _end_to_end(fn, synchronize), timing)
             per_call_ms = sum(warm) / max(len(warm), 1)
-            state.window = max(1, min(timing["min_iters"], int(math.ceil(WINDOW_S * 1e3 / max(per_call_ms, 1e-6)))))
+            state.window = max(1, min(timing.min_iters, int(math.ceil(WINDOW_S * 1e3 / max(per_call_ms, 1e-6)))))
             continue
         if on_cuda and state.timed.stream is not None and state.timed.gpu_unavailable is None:
             queued = _warm_up(lambda: _queue_ms(fn, synchronize), timing) or [1.0]

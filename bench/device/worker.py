@@ -21,6 +21,7 @@ from bench.device import fingerprint
 from bench.contract.errors import ConfigError
 from bench.contract.protocol import OK, POINT_FAILURE, PROTOCOL, PlanError, decode, encode, error_reply, \
     failed_measurement
+from bench.contract.records import Plan
 from bench.contract.names import DEVICE_CC, DEVICE_KIND, DEVICE_LABEL, LATENCY_MS
 
 log = logging.getLogger(__name__)
@@ -161,19 +162,19 @@ def resolve_plans(plans: list) -> dict:
     points = []
     for plan in plans:
         try:
-            points.append({"plan": resolve.resolve(plan, labels)})
+            points.append({"plan": resolve.resolve(plan, labels).to_json()})
         except (ConfigError, PlanError) as exc:
             points.append({"error": str(exc)})
     return {"op": "resolved", "points": points}
 
 
-def measure_plan(plan: dict, controller: Optional[LineInput]) -> dict:
+def measure_plan(plan: Plan, controller: Optional[LineInput]) -> dict:
     """One point: ``timing.repeats`` fresh processes (the first also checks the outputs; the others convert from
     the cache and time), summarised into one measurement. A process that dies unannounced, or a repeat that
     fails, makes the point failed with the reason."""
     from bench.device import clocks
 
-    locked, undo = clocks.lock(plan["device"]) if plan["timing"]["lock_clocks"] else \
+    locked, undo = clocks.lock(plan.device) if plan.timing.lock_clocks else \
         ("not locked: timing.lock_clocks=false", None)
     try:
         measurement = _measure_repeats(plan, controller)
@@ -184,10 +185,10 @@ def measure_plan(plan: dict, controller: Optional[LineInput]) -> dict:
     return measurement
 
 
-def _measure_repeats(plan: dict, controller: Optional[LineInput]) -> dict:
+def _measure_repeats(plan: Plan, controller: Optional[LineInput]) -> dict:
     from bench.device import point, repeats
 
-    total = plan["timing"]["repeats"]
+    total = plan.timing.repeats
     done = []
     for index in range(1, total + 1):
         if total > 1:
@@ -196,8 +197,8 @@ def _measure_repeats(plan: dict, controller: Optional[LineInput]) -> dict:
         reply, death = run_in_child(lambda: {"op": "measured", "measurement": point.measure(plan, first)}, controller)
         if reply is None:
             # The child took the device's fingerprint with it; what the worker knows without CUDA stands in.
-            tags = dict(fingerprint.host_facts(), **{DEVICE_KIND: plan["device"].split(":")[0],
-                                                     DEVICE_LABEL: plan["resolution"]["device_label"]})
+            tags = dict(fingerprint.host_facts(), **{DEVICE_KIND: plan.device.split(":")[0],
+                                                     DEVICE_LABEL: plan.resolution.device_label})
             return failed_measurement(plan, "{}the point's process died with {} before reporting a result".format(
                 _which(index, total), death), POINT_FAILURE, tags)
         measurement = reply["measurement"]
@@ -208,7 +209,7 @@ def _measure_repeats(plan: dict, controller: Optional[LineInput]) -> dict:
         done.append(measurement)
         if total > 1:
             log.info("process %d of %d: median %.4g ms", index, total, measurement["metrics"][LATENCY_MS])
-    return repeats.combine(done, plan["timing"])
+    return repeats.combine(done, plan.timing)
 
 
 def _which(index: int, total: int) -> str:
@@ -242,7 +243,7 @@ def serve(descriptor_in: int, descriptor_out: int) -> int:
             elif op == "resolve":
                 reply, death = run_in_child(lambda: resolve_plans(request["plans"]), controller)
             elif op == "measure":
-                reply, death = {"op": "measured", "measurement": measure_plan(request["plan"], controller)}, ""
+                reply, death = {"op": "measured", "measurement": measure_plan(Plan.from_json(request["plan"]), controller)}, ""
             else:
                 reply, death = error_reply("unknown request {!r}".format(op), user_error=False), ""
             if reply is None:

@@ -26,7 +26,8 @@ from bench.contract.names import (
     HOST_NAME, INPUT_SHAPE, KIND, MODEL_TASK, POINT_ID, POINT_KEY, REASON, ROLE, RUN_NAME, STATUS, SWEEP_ID,
     TIMING_CONDITIONS, TIMING_METHOD, TIMING_UNSTABLE, UNSTABLE)
 from bench.contract.fields import declared_params
-from bench.contract.protocol import FAILED, OK, point_key, point_name
+from bench.contract.protocol import FAILED, OK
+from bench.contract.records import Plan
 
 # MLflow run statuses.
 FINISHED_RUN, FAILED_RUN, KILLED_RUN, RUNNING_RUN = "FINISHED", "FAILED", "KILLED", "RUNNING"
@@ -72,24 +73,24 @@ def new_sweep(sweep_id: str, grid_key: str, kind: str, label: str | None, params
             "controller": socket.gethostname(), "name": label or f"{kind} {sweep_id[:8]}"}
 
 
-def _weights(plan: dict) -> str:
-    weights = plan["model"]["weights"]
+def _weights(plan: Plan) -> str:
+    weights = plan.model.weights
     return weights if weights in ("random", "pretrained") else "state_dict"
 
 
-def params(plan: dict, details: dict) -> dict[str, str]:
+def params(plan: Plan, details: dict) -> dict[str, str]:
     """The settings that define a resolved point (bench/contract/fields.py says which), and what the device
     resolved: no nulls, no CUDA-only settings on a CPU point, no paths."""
-    backend = {k: v for k, v in plan["backend"].items() if k != "name" and v is not None}
-    if not plan["device"].startswith("cuda"):
+    backend = {k: v for k, v in plan.backend.items() if k != "name" and v is not None}
+    if not plan.device.startswith("cuda"):
         backend.pop("cuda_graphs", None)
-    size = plan["input"]
+    size = plan.input
     found = {
         **declared_params(plan),
         "model.weights": _weights(plan),
-        "backend": plan["backend"]["name"],
-        BACKEND_REQUESTED: plan["resolution"]["backend_requested"],
-        BACKEND_VARIANT: plan["resolution"]["variant"],
+        "backend": plan.backend["name"],
+        BACKEND_REQUESTED: plan.resolution.backend_requested,
+        BACKEND_VARIANT: plan.resolution.variant,
         **{f"backend.{k}": v for k, v in backend.items()},
         INPUT_SHAPE: f"{size['batch_size']}x3x{size['height']}x{size['width']}",
     }
@@ -136,7 +137,7 @@ def describe(measurement: dict) -> str:
         return f"{measurement['status']}: {measurement['reason']}"
     m = measurement["metrics"]
     processes = int(m.get(REPEATS, 1))
-    if measurement["plan"]["scenario"] == "throughput":
+    if Plan.from_json(measurement["plan"]).scenario == "throughput":
         speedup = figure_text(m, THROUGHPUT_SPEEDUP, "x") if THROUGHPUT_SPEEDUP in m else "1x"
         text = (f"{figure_text(m, THROUGHPUT, ' img/s')}, {speedup} over eager fp32 "
                 f"{m.get(RAW_THROUGHPUT, m[THROUGHPUT]):,.0f} img/s")
@@ -159,18 +160,18 @@ def describe(measurement: dict) -> str:
 
 
 def tags(measurement: dict) -> dict[str, str]:
-    plan = measurement["plan"]
-    sweep = plan.get("sweep") or {}
+    plan = Plan.from_json(measurement["plan"])
+    sweep = plan.sweep or {}
     details = measurement["details"]
     found = {
         **_fingerprint(measurement["tags"]),
         **{k: v for k, v in details.items() if k not in (TIMING_METHOD, TIMING_UNSTABLE, TIMING_CONDITIONS)},
-        MODEL_TASK: plan["resolution"]["task"],
+        MODEL_TASK: plan.resolution.task,
         ROLE: CHILD, STATUS: measurement["status"], REASON: measurement["reason"], POINT_ID: measurement["point_id"],
-        POINT_KEY: point_key(plan, measurement["tags"].get(HOST_NAME, "")), KIND: sweep.get("kind", "sweep"),
-        COMMIT: sweep.get("commit") or suite_commit(), RUN_NAME: point_name(plan), DESCRIPTION: describe(measurement),
-        DEVICE_LABEL: plan["resolution"]["device_label"], "energy": plan["energy"],
-        "timing.unstable_spread": plan["timing"]["unstable_spread"],
+        POINT_KEY: plan.key(measurement["tags"].get(HOST_NAME, "")), KIND: sweep.get("kind", "sweep"),
+        COMMIT: sweep.get("commit") or suite_commit(), RUN_NAME: plan.name, DESCRIPTION: describe(measurement),
+        DEVICE_LABEL: plan.resolution.device_label, "energy": plan.energy,
+        "timing.unstable_spread": plan.timing.unstable_spread,
     }
     if sweep:
         found[SWEEP_ID] = sweep["id"]
@@ -182,13 +183,13 @@ def tags(measurement: dict) -> dict[str, str]:
         found[CONDITIONS] = details[TIMING_CONDITIONS]
     if measurement["events"]:
         found[EVENTS] = " | ".join(measurement["events"])
-    weights = plan["model"]["weights"]
+    weights = plan.model.weights
     if weights not in ("random", "pretrained"):
         found["model.weights_path"] = weights
-    if plan["calibration"]["source"] == "folder" and plan["precision"] == "int8":
-        found["calibration.folder"] = plan["calibration"]["folder"]
-    if plan["resolution"]["auto_tried"]:
-        found["backend.auto_tried"] = "; ".join(plan["resolution"]["auto_tried"])
+    if plan.calibration.source == "folder" and plan.precision == "int8":
+        found["calibration.folder"] = plan.calibration.folder
+    if plan.resolution.auto_tried:
+        found["backend.auto_tried"] = "; ".join(plan.resolution.auto_tried)
     return {key: str(value)[:5000] for key, value in found.items() if value is not None and value != ""}
 
 
@@ -225,7 +226,8 @@ def histogram_figure(measurement: dict):
 
     figure = Figure(figsize=(5, 2.6))
     axes = figure.subplots()
-    series = [(measurement["latencies_ms"], point_name(measurement["plan"]))]
+    plan = Plan.from_json(measurement["plan"])
+    series = [(measurement["latencies_ms"], plan.name)]
     if measurement["raw_latencies_ms"] and measurement["raw_latencies_ms"] != measurement["latencies_ms"]:
         series.append((measurement["raw_latencies_ms"], "Raw (eager fp32, same processes)"))
     # One set of bins, evenly spaced on a log scale over the bulk of both series (the tail past the 99th percentile
@@ -236,7 +238,7 @@ def histogram_figure(measurement: dict):
     for values, label in series:
         axes.hist(np.clip(values, bins[0], bins[-1]), bins=bins, alpha=0.6, label=label)
     axes.set_xscale("log")
-    per = "per window" if measurement["plan"]["scenario"] == "throughput" else "per call, end-to-end"
+    per = "per window" if plan.scenario == "throughput" else "per call, end-to-end"
     axes.set_xlabel(f"latency {per} (ms; values past the 99th percentile in the last bin)")
     axes.set_ylabel("count")
     axes.legend(fontsize=7)
@@ -262,11 +264,11 @@ def artifacts(measurement: dict) -> dict[str, str | bytes]:
 
 def record_from(measurement: dict) -> PointRecord:
     """The store's view of one measurement."""
-    plan = measurement["plan"]
+    plan = Plan.from_json(measurement["plan"])
     return PointRecord(
-        point_id=measurement["point_id"], name=point_name(plan),
+        point_id=measurement["point_id"], name=plan.name,
         run_status=FAILED_RUN if measurement["status"] == FAILED else FINISHED_RUN,
         start_ms=measurement["started_ms"], end_ms=measurement["ended_ms"] or measurement["started_ms"],
         params=params(plan, measurement["details"]), tags=tags(measurement),
         metrics={k: float(v) for k, v in measurement["metrics"].items()}, artifacts=artifacts(measurement),
-        sweep=plan.get("sweep"))
+        sweep=plan.sweep)
