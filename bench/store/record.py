@@ -92,7 +92,7 @@ def params(plan: Plan, details: dict) -> dict[str, str]:
         BACKEND_REQUESTED: plan.resolution.backend_requested,
         BACKEND_VARIANT: plan.resolution.variant,
         **{f"backend.{k}": v for k, v in backend.items()},
-        INPUT_SHAPE: f"{size['batch_size']}x3x{size['height']}x{size['width']}",
+        INPUT_SHAPE: f"{size.batch_size}x3x{size.height}x{size.width}",
     }
     if TIMING_METHOD in details:
         found[TIMING_METHOD] = details[TIMING_METHOD]
