@@ -95,7 +95,8 @@ def store(tmp_path) -> str:
 
 
 def compose_plan(*overrides: str) -> dict:
-    """The plan run.py makes for these overrides (Hydra's compose API over conf/, the controller's plan)."""
+    """The plan run.py makes for these overrides (Hydra's compose API over conf/, the controller's plan), in the
+    JSON form it crosses the wire in."""
     from hydra import compose, initialize_config_dir
 
     from bench.controller.config import register_configs
@@ -104,16 +105,17 @@ def compose_plan(*overrides: str) -> dict:
     register_configs()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=list(overrides))
-    return make_grid([cfg], [list(overrides)]).plans[0]
+    return make_grid([cfg], [list(overrides)]).plans[0].to_json()
 
 
 def measure_here(*overrides: str) -> dict:
-    """One point resolved and measured in this process, as a worker's child does it (no store involved)."""
+    """One point resolved and measured in this process, as a worker's child does it (no store involved), in the
+    JSON form the worker sends."""
     from bench.device import point, resolve
     from bench.device.worker import collect_facts
 
     labels = {device["device"]: device["label"] for device in collect_facts()["devices"]}
-    return point.measure(resolve.resolve(compose_plan(*overrides), labels))
+    return point.measure(resolve.resolve(compose_plan(*overrides), labels)).to_json()
 
 
 def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 600,

@@ -16,6 +16,7 @@ from analysis.render import render, table_markdown, table_text
 from analysis.report import main
 from analysis.cells import sig
 from bench.contract.errors import ConfigError
+from bench.contract.records import Input
 from bench.contract.protocol import FAILED, OK, SKIPPED
 from bench.store.address import redact
 from bench.store.tracking import Store
@@ -269,9 +270,9 @@ def test_energy_per_image_against_the_batch_size_with_its_source(tmp_path):
     for backend, median in (("pytorch", 4.0), ("inductor", 0.5)):
         for batch, energy in ((1, 600.0 if backend == "pytorch" else 110.0), (8, 45.0)):
             point = measurement(H100_TAGS, "resnet50", backend, "bf16", 224, median=median * batch ** 0.5)
-            point["plan"].update(scenario="throughput", input={"height": 224, "width": 224, "batch_size": batch})
-            point["metrics"].update(energy_mj_per_image=energy, power_w_mean=300.0)
-            point["details"]["energy.source"] = "nvml total energy: NVIDIA H100 80GB HBM3 (GPU 0)"
+            point.plan = point.plan._replace(scenario="throughput", input=Input(224, 224, batch))
+            point.metrics.update(energy_mj_per_image=energy, power_w_mean=300.0)
+            point.details["energy.source"] = "nvml total energy: NVIDIA H100 80GB HBM3 (GPU 0)"
             made.append(point)
     record_sweep(uri, "energy", made)
     tables = {t.key: t for t in build_report(Selection(), uri=uri, plots=False).tables}

@@ -262,7 +262,7 @@ def gpu_history(uri: str, newest_gpu_ms: float) -> None:
         made = measurement(XAVIER, "resnet18", "torch2trt", "fp16", 256, 2.1 * (1 + rng.uniform(-0.25, 0.25)), 11.0,
                            start_ms=int((START + timedelta(days=night)).timestamp() * 1000) + 1000)
         gpu = newest_gpu_ms if night == 10 else 1.0 * (1 + rng.uniform(-0.01, 0.01))
-        made["metrics"].update(gpu_ms_median=gpu, raw_gpu_ms_median=3.0, gpu_speedup=3.0 / gpu)
+        made.metrics.update(gpu_ms_median=gpu, raw_gpu_ms_median=3.0, gpu_speedup=3.0 / gpu)
         record_sweep(uri, f"xavier-01-{night}", [made], kind="nightly",
                      started_ms=int((START + timedelta(days=night)).timestamp() * 1000))
 

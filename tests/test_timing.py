@@ -8,6 +8,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from bench.contract import records
+from synthetic import plan
 from bench.device import repeats
 from bench.device.timing import HOST_CLOCK, ROUNDS, WINDOW_WALL_CLOCK, Timed, Timing, measure
 
@@ -118,17 +119,19 @@ def test_the_interval_over_processes_holds_their_true_centre_at_its_level():
     assert 0.92 <= hits / 1000 <= 0.98
 
 
-def process(median: float, raw: float, calls: int = 20) -> dict:
+def process(median: float, raw: float, calls: int = 20) -> records.Measurement:
     """One process's measurement as point.measure returns it (figures only)."""
-    latencies = [median] * calls
-    return {"plan": {"scenario": "latency", "input": {"batch_size": 1}}, "details": {}, "status": "ok",
-            "metrics": {"latency_ms_median": median, "raw_latency_ms_median": raw, "speedup": raw / median,
-                        "iterations": float(calls), "latency_cv": 0.0},
-            "latencies_ms": latencies, "raw_latencies_ms": [raw] * calls, "gpu_ms": [], "raw_gpu_ms": []}
+    made = records.Measurement(records.Plan.from_json(plan("resnet18", "pytorch", "fp16", 64, {"device.label": "x"})),
+                               {})
+    made.update(status="ok", latencies_ms=[median] * calls, raw_latencies_ms=[raw] * calls,
+                metrics={"latency_ms_median": median, "raw_latency_ms_median": raw, "speedup": raw / median,
+                         "iterations": float(calls), "latency_cv": 0.0})
+    return made
 
 
 def test_a_point_is_the_median_of_its_processes_with_interval_and_spread():
-    combined = repeats.combine([process(1.0, 5.0), process(1.1, 5.2), process(0.95, 5.1)], settings(repeats=3))
+    combined = repeats.combine([process(1.0, 5.0), process(1.1, 5.2), process(0.95, 5.1)],
+                               settings(repeats=3)).to_json()
     m = combined["metrics"]
     assert m["latency_ms_median"] == 1.0 and m["raw_latency_ms_median"] == 5.1
     assert m["speedup"] == pytest.approx(5.0)  # the median of the processes' own speed-ups
@@ -143,20 +146,22 @@ def test_a_point_is_the_median_of_its_processes_with_interval_and_spread():
 
 
 def test_processes_that_disagree_make_the_point_unstable_and_a_tail_inside_one_does_not():
-    agree = repeats.combine([process(1.0, 5.0), process(1.01, 5.0), process(0.99, 5.0)], settings(repeats=3))
+    agree = repeats.combine([process(1.0, 5.0), process(1.01, 5.0), process(0.99, 5.0)],
+                            settings(repeats=3)).to_json()
     assert "timing.unstable" not in agree["details"]
     assert agree["details"]["timing.stability"].startswith("judged from 3 processes")
-    disagree = repeats.combine([process(1.0, 5.0), process(1.3, 5.0), process(0.8, 5.0)], settings(repeats=3))
+    disagree = repeats.combine([process(1.0, 5.0), process(1.3, 5.0), process(0.8, 5.0)],
+                               settings(repeats=3)).to_json()
     assert "processes' end-to-end latencies disagree" in disagree["details"]["timing.unstable"]
-    single = repeats.combine([process(1.0, 5.0)], settings())
+    single = repeats.combine([process(1.0, 5.0)], settings()).to_json()
     assert single["details"]["timing.stability"] == "not judged: one process (timing.repeats=1)"
     assert "timing.unstable" not in single["details"] and "latency_ms_spread" not in single["metrics"]
 
 
 def test_a_figure_some_processes_could_not_measure_is_no_figure_of_the_point():
     held = process(1.0, 5.0)
-    held["metrics"].update(gpu_ms_median=0.5, raw_gpu_ms_median=2.0, gpu_speedup=4.0, gpu_hold_fraction=1.0)
-    held["gpu_ms"], held["raw_gpu_ms"] = [0.5] * 20, [2.0] * 20
-    combined = repeats.combine([held, process(1.0, 5.0)], settings(repeats=2))
+    held.metrics.update(gpu_ms_median=0.5, raw_gpu_ms_median=2.0, gpu_speedup=4.0, gpu_hold_fraction=1.0)
+    held.gpu_ms, held.raw_gpu_ms = [0.5] * 20, [2.0] * 20
+    combined = repeats.combine([held, process(1.0, 5.0)], settings(repeats=2)).to_json()
     assert not [key for key in combined["metrics"] if key.startswith(("gpu_", "raw_gpu_"))]
     assert combined["gpu_ms"] == [] and "1 of 2 processes" in combined["details"]["timing.gpu"]

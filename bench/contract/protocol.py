@@ -17,7 +17,6 @@ still say so.
 import hashlib
 import json
 import time
-import uuid
 
 from bench.contract.errors import ConfigError
 from bench.contract.fields import GROUPS, NAMED, NULLABLE_STR, SETTINGS
@@ -177,39 +176,6 @@ def digest(*parts) -> str:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def new_measurement(plan, tags: dict) -> dict:
-    """An empty measurement of ``plan``: what the measuring side reports for every point, whatever happened.
-
-    ``point_id`` is its identity (uploads check it, so each measurement reaches a store exactly once);
-    ``started_ms``/``ended_ms`` bracket the point's work on the device; ``metrics`` are numbers,
-    ``details`` what the conversion did (paths, versions, counts), ``tags`` the device's fingerprint,
-    ``events`` things worth knowing (a discarded cache entry), ``artifacts`` text files the point made
-    (predictions, the calibration images), ``error`` a failure's traceback. Per-call figures of every process:
-    ``latencies_ms`` (end-to-end), ``gpu_ms`` (GPU compute, CUDA only), the ``raw_`` ones of eager fp32 timed
-    beside them, ``calls_per_process`` how many calls of each of those each process contributed; ``repeats`` one row of figures
-    per process.
-    """
-    return {"point_id": uuid.uuid4().hex, "plan": plan.to_json(), "status": None, "reason": "", "failure": None,
-            "started_ms": now_ms(), "ended_ms": None, "metrics": {}, "details": {}, "tags": tags,
-            "latencies_ms": [], "raw_latencies_ms": [], "gpu_ms": [], "raw_gpu_ms": [], "calls_per_process": {},
-            "repeats": [], "events": [], "artifacts": {}, "error": ""}
-
-
-def failed_measurement(plan, reason: str, failure: str, tags: dict, error: str = "") -> dict:
-    """A measurement that failed before or outside the point's own code (a crash, a lost connection)."""
-    measurement = new_measurement(plan, tags)
-    measurement.update(status=FAILED, reason=reason, failure=failure, error=error, ended_ms=now_ms())
-    return measurement
-
-
-def skipped_measurement(plan, reason: str, tags: dict) -> dict:
-    """A point the controller knows the device cannot run without asking it (a larger batch after one that
-    ran out of memory)."""
-    measurement = new_measurement(plan, tags)
-    measurement.update(status=SKIPPED, reason=reason, ended_ms=now_ms())
-    return measurement
 
 
 def encode(message: dict) -> bytes:

@@ -12,7 +12,7 @@ import statistics
 
 from bench.contract.protocol import OK
 from bench.contract.names import LATENCY_MS, RAW, THROUGHPUT
-from bench.contract.records import Plan
+from bench.contract.records import Measurement, Plan
 
 BOUND = 1.5  # a Raw this many times above or below the sweep's median for the same model is "gross"
 
@@ -23,10 +23,10 @@ def _key(plan: Plan) -> tuple:
             plan.device, plan.resolution.device_label, plan.threads)
 
 
-def raw_figure(measurement: dict) -> float | None:
+def raw_figure(measurement: Measurement) -> float | None:
     """The measurement's eager fp32 figure: its Raw baseline, or its own for the pytorch fp32 point."""
-    plan, metrics = Plan.from_json(measurement["plan"]), measurement["metrics"]
-    if measurement["status"] != OK or plan.timing.include_copies:
+    plan, metrics = measurement.plan, measurement.metrics
+    if measurement.status != OK or plan.timing.include_copies:
         return None  # with copies, the Raw point times them and the other points' Raw does not
     key = THROUGHPUT if plan.scenario == "throughput" else LATENCY_MS
     if plan.backend["name"] == "pytorch" and plan.precision == "fp32":
@@ -44,7 +44,7 @@ class Baselines:
     def disagreement(self, measurement: dict) -> str | None:
         """Why this measurement's Raw is not to be trusted beside the sweep's others, or None."""
         value = raw_figure(measurement)
-        others = self.seen.get(_key(Plan.from_json(measurement["plan"])), [])
+        others = self.seen.get(_key(measurement.plan), [])
         if value is None or not others:
             return None
         reference = statistics.median(others)
@@ -57,4 +57,4 @@ class Baselines:
     def add(self, measurement: dict) -> None:
         value = raw_figure(measurement)
         if value is not None:
-            self.seen.setdefault(_key(Plan.from_json(measurement["plan"])), []).append(value)
+            self.seen.setdefault(_key(measurement.plan), []).append(value)

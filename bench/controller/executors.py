@@ -30,7 +30,7 @@ from pathlib import Path
 
 from bench.contract.errors import ConfigError
 from bench.contract.protocol import PROTOCOL, decode, encode
-from bench.contract.records import Plan
+from bench.contract.records import Measurement, Plan
 
 log = logging.getLogger(__name__)
 
@@ -250,12 +250,12 @@ class Device:
         points = self.worker.request({"op": "resolve", "plans": [plan.to_json() for plan in plans]})["points"]
         return [{"plan": Plan.from_json(point["plan"])} if "plan" in point else point for point in points]
 
-    def measure(self, plan: Plan) -> dict:
+    def measure(self, plan: Plan) -> Measurement:
         """Measure one resolved plan; a worker lost on the way is started again for the next point."""
         if self.worker is None or self.worker.process.poll() is not None:
             self.restart()
         try:
-            return self.worker.request({"op": "measure", "plan": plan.to_json()})["measurement"]
+            return Measurement.from_json(self.worker.request({"op": "measure", "plan": plan.to_json()})["measurement"])
         except WorkerLost:
             self.worker.kill()
             self.worker = None

@@ -23,9 +23,8 @@ from pathlib import Path
 from bench.contract import exits, names
 from bench.contract.errors import ConfigError
 from bench.contract.names import DEVICE_LABEL, HOST_NAME, TIMING_UNSTABLE
-from bench.contract.protocol import EXECUTOR_FAILURE, FAILED, OK, OUT_OF_MEMORY, SKIPPED, failed_measurement, \
-    now_ms, skipped_measurement
-from bench.contract.records import Plan
+from bench.contract.protocol import EXECUTOR_FAILURE, FAILED, OK, OUT_OF_MEMORY, SKIPPED, now_ms
+from bench.contract.records import Measurement, Plan, failed_measurement, skipped_measurement
 from bench.contract.results import write_file_atomic
 from bench.controller.baselines import Baselines
 from bench.controller.executors import Device, WorkerLost
@@ -140,7 +139,7 @@ def _recorded(context: SweepContext, sweep_id: str) -> dict[str, str]:
     return {**offline, **found}
 
 
-def _save(context: SweepContext, measurement: dict) -> str:
+def _save(context: SweepContext, measurement: Measurement) -> str:
     """Record the measurement; when the store cannot take it, spool it (nothing measured is ever lost)."""
     store = context.store
     try:
@@ -156,21 +155,21 @@ def _save(context: SweepContext, measurement: dict) -> str:
     except Exception as exc:  # noqa: BLE001 - whatever stops the record, the measurement must not be lost
         entry = context.spool.write(measurement)
         log.warning("%s: %s cannot take the result (%s); saved to %s: upload it with `python -m bench.store.sync%s`",
-                    Plan.from_json(measurement["plan"]).name, redact(store.uri if store else "the store"), error_line(exc),
+                    measurement.plan.name, redact(store.uri if store else "the store"), error_line(exc),
                     entry,
                     "" if context.spool.folder == Path(DEFAULT_SPOOL_DIR).expanduser()
                     else f" --spool {context.spool.folder}")
         where = f"the spool ({entry})"
     if context.sweep is not None:
-        host = measurement["tags"].get(HOST_NAME, "")
-        context.journal.point(context.sweep["id"], Plan.from_json(measurement["plan"]).key(host),
-                              measurement["status"])
+        host = measurement.tags.get(HOST_NAME, "")
+        context.journal.point(context.sweep["id"], measurement.plan.key(host),
+                              measurement.status)
     return where
 
 
-def _summary(measurement: dict) -> str:
-    if measurement["status"] != OK:
-        return f"{measurement['status']}: {measurement['reason']}"
+def _summary(measurement: Measurement) -> str:
+    if measurement.status != OK:
+        return f"{measurement.status}: {measurement.reason}"
     return record.describe(measurement)
 
 
@@ -288,15 +287,15 @@ def _measure_all(plans: list[dict], facts: dict, device: Device, context: SweepC
             log.info("[%d/%d] %s: measuring on %s (%s)", index, len(plans), name, device.where,
                      plan.resolution.device_label)
             measurement = _measure_checked(device, plan, tags, baselines, f"[{index}/{len(plans)}] {name}")
-        if measurement["status"] == SKIPPED and measurement["reason"].startswith(OUT_OF_MEMORY):
+        if measurement.status == SKIPPED and measurement.reason.startswith(OUT_OF_MEMORY):
             too_big[series] = min(batch, too_big.get(series, batch))
         recorded_as = _save(context, measurement)
-        outcome.counts[measurement["status"]] += 1
+        outcome.counts[measurement.status] += 1
         outcome.spooled += recorded_as.startswith("the spool")
         log.info("[%d/%d] %s: %s; recorded as %s", index, len(plans), name, _summary(measurement), recorded_as)
 
 
-def _measure_checked(device: Device, plan: Plan, tags: dict, baselines: Baselines, shown: str) -> dict:
+def _measure_checked(device: Device, plan: Plan, tags: dict, baselines: Baselines, shown: str) -> Measurement:
     """Measure a point; one whose eager fp32 disagrees grossly with the sweep's earlier measurements is measured
     once more, and flagged unstable (with both attempts' figures) if it still does."""
     try:
@@ -313,14 +312,14 @@ def _measure_checked(device: Device, plan: Plan, tags: dict, baselines: Baseline
     except WorkerLost as exc:
         log.warning("%s: lost the device measuring it again (%s); keeping the first attempt", shown, exc)
         again = None
-    if again is not None and again["status"] == OK:
+    if again is not None and again.status == OK:
         second = baselines.disagreement(again)
         if second is None:
             baselines.add(again)
             return again
         log.warning("%s: %s", shown, second)
         measurement, first = again, f"{second} (first attempt: {first})"
-    details = measurement["details"]
+    details = measurement.details
     details[TIMING_UNSTABLE] = "; ".join(filter(None, (details.get(TIMING_UNSTABLE), first)))
     return measurement
 

@@ -72,11 +72,11 @@ def measure_file(path: str, out: str) -> int:
         name = plan.name
         log.info("[%d/%d] %s: measuring", index, len(todo), name)
         measurement = measure_plan(plan, None)
-        entry = results.write_entry(out, measurement)
-        counts[measurement["status"]] += 1
-        summary = measurement["reason"] if measurement["status"] != OK else "median {:.3g} ms".format(
-            measurement["metrics"][LATENCY_MS])
-        log.info("[%d/%d] %s: %s (%s); written to %s", index, len(todo), name, measurement["status"], summary, entry)
+        entry = results.write_entry(out, measurement.to_json())
+        counts[measurement.status] += 1
+        summary = measurement.reason if measurement.status != OK else "median {:.3g} ms".format(
+            measurement.metrics[LATENCY_MS])
+        log.info("[%d/%d] %s: %s (%s); written to %s", index, len(todo), name, measurement.status, summary, entry)
     print(f"{len(todo)} measured ({counts[OK]} ok, {counts[SKIPPED]} skipped, {counts[FAILED]} failed), "
           f"{len(resolved) - len(todo)} already in {out}; upload: python -m bench.store.sync --spool {out}")
     return 1 if counts[FAILED] else 0

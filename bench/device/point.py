@@ -1,7 +1,7 @@
 """One resolved plan, measured: build -> reference -> raw baseline -> convert -> check -> time.
 
 The worker runs this in a process of its own per point, so a crash is a failed point, not a dead
-sweep. It returns a measurement (plain JSON, see ``new_measurement``) and never touches a store.
+sweep. It returns a measurement (bench.contract.records.Measurement) and never touches a store.
 """
 import copy
 import functools
@@ -14,9 +14,8 @@ from typing import Optional
 
 import torch
 
-from bench.contract.protocol import FAILED, OK, OUT_OF_MEMORY, POINT_FAILURE, SKIPPED, digest, new_measurement, \
-    now_ms
-from bench.contract.records import Plan
+from bench.contract.protocol import FAILED, OK, OUT_OF_MEMORY, POINT_FAILURE, SKIPPED, digest, now_ms
+from bench.contract.records import Measurement, Plan
 from bench.device import accuracy, calibration, fingerprint, sensors, timing
 from bench.device.backends import create
 from bench.device.backends.base import ConversionRequest, Converted, Target
@@ -85,10 +84,10 @@ def threads_for(plan: Plan, target: Target) -> Optional[int]:
 
 
 def _convert(plan: Plan, model: torch.nn.Module, example: torch.Tensor, target: Target, found: PointInputs,
-             measurement: dict):
+             measurement: Measurement):
     """The point's backend converts a copy of the model (timed; cache hits and events recorded)."""
     shape, precision = input_shape(plan), plan.precision
-    metrics, details = measurement["metrics"], measurement["details"]
+    metrics, details = measurement.metrics, measurement.details
     backend = create(plan.backend)
     cache_key = digest(plan.model.name, weights_digest(model), shape, precision,
                        sorted(plan.calibration._asdict().items()) if precision == "int8" else "",
@@ -100,7 +99,7 @@ def _convert(plan: Plan, model: torch.nn.Module, example: torch.Tensor, target: 
     if precision == "int8":
         details["calibration.inputs"] = calibration.describe(plan, found)
         if found.calibration is not None:
-            measurement["artifacts"]["calibration_images.txt"] = "\n".join(
+            measurement.artifacts["calibration_images.txt"] = "\n".join(
                 found.calibration.files[:plan.calibration.num_batches * shape[0]]) + "\n"
     if target.is_cuda:
         torch.cuda.empty_cache()
@@ -113,16 +112,16 @@ def _convert(plan: Plan, model: torch.nn.Module, example: torch.Tensor, target: 
     if converted.cache_hit is not None:
         metrics[CONVERT_CACHE_HIT] = float(converted.cache_hit)
     details.update({"backend." + key: value for key, value in converted.details.items()})
-    measurement["events"].extend(converted.cache_events)
+    measurement.events.extend(converted.cache_events)
     log.info("converted in %.1f s%s", metrics[CONVERT_S], " (cache hit)" if converted.cache_hit else "")
     return converted
 
 
 def _time(plan: Plan, model: torch.nn.Module, converted: Converted, raw_input: torch.Tensor, target: Target,
-          measurement: dict) -> None:
+          measurement: Measurement) -> None:
     """Time the converted model, and eager fp32 (Raw) in alternating rounds beside it, in this process."""
     settings, scenario, batch = plan.timing, plan.scenario, plan.input.batch_size
-    metrics, details = measurement["metrics"], measurement["details"]
+    metrics, details = measurement.metrics, measurement.details
     include_copies = settings.include_copies
     details["cpu.pinning"] = _pin(target, settings.pin_cpu)  # after the conversion, whose compilers use every core
     is_raw_point = plan.backend["name"] == "pytorch" and plan.precision == "fp32"
@@ -165,10 +164,10 @@ def _time(plan: Plan, model: torch.nn.Module, converted: Converted, raw_input: t
     if target.is_cuda:
         details[TIMING_GPU] = timing.GPU_DESCRIPTION if measured.has_gpu else \
             "unavailable: " + (measured.gpu_unavailable or "not timed")
-    measurement["latencies_ms"] = measured.latencies_ms.tolist()
-    measurement["raw_latencies_ms"] = raw.latencies_ms.tolist()  # the Raw point's own calls are its baseline's
-    measurement["gpu_ms"] = measured.gpu_ms.tolist() if measured.has_gpu else []
-    measurement["raw_gpu_ms"] = raw.gpu_ms.tolist() if raw.has_gpu else []
+    measurement.latencies_ms = measured.latencies_ms.tolist()
+    measurement.raw_latencies_ms = raw.latencies_ms.tolist()  # the Raw point's own calls are its baseline's
+    measurement.gpu_ms = measured.gpu_ms.tolist() if measured.has_gpu else []
+    measurement.raw_gpu_ms = raw.gpu_ms.tolist() if raw.has_gpu else []
 
 
 def _pin(target: Target, wanted: bool) -> str:
@@ -182,18 +181,18 @@ def _pin(target: Target, wanted: bool) -> str:
     return "pinned to CPU {}".format(cpu)
 
 
-def _measure(plan: Plan, measurement: dict, first: bool) -> None:
+def _measure(plan: Plan, measurement: Measurement, first: bool) -> None:
     """Measure a runnable point into ``measurement``; ``first``: also check the outputs against eager fp32
     (a repeat only converts, from the cache, and times)."""
     target = resolve_target(plan.device)
     threads = threads_for(plan, target)
     if threads:
         torch.set_num_threads(threads)
-    measurement["tags"]["cpu.threads"] = str(torch.get_num_threads())
+    measurement.tags["cpu.threads"] = str(torch.get_num_threads())
     torch.backends.cudnn.benchmark = plan.cudnn_benchmark
     shape = input_shape(plan)
     task = plan.resolution.task
-    metrics, details = measurement["metrics"], measurement["details"]
+    metrics, details = measurement.metrics, measurement.details
     details["process.pid"] = os.getpid()  # one row per process in repeats.csv (bench.device.repeats)
 
     log.info("building %s (%s weights) on %s", plan.model.name, plan.model.weights, target.device)
@@ -214,7 +213,7 @@ def _measure(plan: Plan, measurement: dict, first: bool) -> None:
         metrics.update(accuracy.compare(reference, outputs, task, checked.count))
         metrics.update(accuracy.labelled(reference, outputs, checked))
         if checked.files:
-            measurement["artifacts"]["predictions.csv"] = accuracy.predictions_csv(reference, outputs, checked, task)
+            measurement.artifacts["predictions.csv"] = accuracy.predictions_csv(reference, outputs, checked, task)
     _time(plan, model, converted, inputs[0], target, measurement)
     metrics[PEAK_RSS_MB] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if target.is_cuda:
@@ -240,20 +239,20 @@ def device_tags(plan: Plan) -> dict:
     return tags
 
 
-def measure(plan: Plan, first: bool = True) -> dict:
+def measure(plan: Plan, first: bool = True) -> Measurement:
     """Measure one resolved plan in this process; the measurement says ok, skipped or failed, with the reason.
 
     ``first``: the point's first process, which also checks the outputs; later repeats only time.
     """
-    measurement = new_measurement(plan, {})
+    measurement = Measurement(plan, {})
     reason = plan.resolution.skip_reason
     try:
-        measurement["tags"] = device_tags(plan)
+        measurement.tags = device_tags(plan)
         if reason:
             measurement.update(status=SKIPPED, reason=reason)
         else:
             _measure(plan, measurement, first)
-            measurement["status"] = OK
+            measurement.status = OK
     except Exception as exc:  # noqa: BLE001 - a failing point is a recorded result, not a crash
         reason = "{}: {}".format(type(exc).__name__, exc).splitlines()[0][:500]
         error = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
@@ -264,5 +263,5 @@ def measure(plan: Plan, first: bool = True) -> dict:
         else:
             log.error("point failed: %s", reason)
             measurement.update(status=FAILED, failure=POINT_FAILURE, metrics={}, reason=reason, error=error)
-    measurement["ended_ms"] = now_ms()
+    measurement.ended_ms = now_ms()
     return measurement

@@ -103,10 +103,10 @@ def dispersion(values: Sequence[float]) -> float:
     return MAD_SCALE * float(np.median(np.abs(values - centre))) / centre if centre > 0 else 0.0
 
 
-def _per_process(measurement: dict, index: int) -> Dict[str, float]:
+def _per_process(measurement: records.Measurement, index: int) -> Dict[str, float]:
     """One process's own figures, as the repeats table lists them."""
-    metrics = measurement["metrics"]
-    row = {"process": float(index), "pid": float(measurement["details"].pop("process.pid", 0))}
+    metrics = measurement.metrics
+    row = {"process": float(index), "pid": float(measurement.details.pop("process.pid", 0))}
     for key in (LATENCY_MS, RAW_LATENCY_MS, GPU_MS, RAW_GPU_MS, "speedup",
                 GPU_SPEEDUP, THROUGHPUT, THROUGHPUT_SPEEDUP, LATENCY_CV, GPU_HOLD_FRACTION,
                 "iterations", CONVERT_S):
@@ -115,36 +115,36 @@ def _per_process(measurement: dict, index: int) -> Dict[str, float]:
     return row
 
 
-def combine(measurements: List[dict], timing: records.Timing) -> dict:
+def combine(measurements: List[records.Measurement], timing: records.Timing) -> records.Measurement:
     """The point's measurement from its processes' (all ok, the first the full one): figures, intervals, spread."""
     first = measurements[0]
     level, n = timing.interval, len(measurements)
-    metrics, details = first["metrics"], first["details"]
+    metrics, details = first.metrics, first.details
     rows = [_per_process(m, index) for index, m in enumerate(measurements, 1)]
-    common = lambda key: all(key in m["metrics"] for m in measurements)  # noqa: E731
+    common = lambda key: all(key in m.metrics for m in measurements)  # noqa: E731
     if not common(GPU_MS):  # a figure some processes could not measure is no figure of the point
-        held = sum(GPU_MS in m["metrics"] for m in measurements)
+        held = sum(GPU_MS in m.metrics for m in measurements)
         for key in [key for key in metrics if key.startswith(("gpu_", "raw_gpu_"))]:
             del metrics[key]
         if held:
             details[TIMING_GPU] = "unavailable: the stream was held in too few calls in {} of {} processes".format(
                 n - held, n)
         for m in measurements:
-            m["gpu_ms"], m["raw_gpu_ms"] = [], []
+            m.gpu_ms, m.raw_gpu_ms = [], []
     for key in MEDIANS:
         if common(key):
-            metrics[key] = float(np.median([m["metrics"][key] for m in measurements]))
+            metrics[key] = float(np.median([m.metrics[key] for m in measurements]))
         else:
             metrics.pop(key, None)
-    metrics.update(call_stats(np.concatenate([np.asarray(m["latencies_ms"], dtype=float) for m in measurements])))
-    metrics["iterations"] = float(sum(m["metrics"]["iterations"] for m in measurements))
+    metrics.update(call_stats(np.concatenate([np.asarray(m.latencies_ms, dtype=float) for m in measurements])))
+    metrics["iterations"] = float(sum(m.metrics["iterations"] for m in measurements))
     unstable = []
-    headline = THROUGHPUT if first["plan"]["scenario"] == "throughput" else LATENCY_MS
+    headline = THROUGHPUT if first.plan.scenario == "throughput" else LATENCY_MS
     for key, stem in FIGURES.items():
         if not common(key):
             metrics.pop(key, None)
             continue
-        values = [m["metrics"][key] for m in measurements]
+        values = [m.metrics[key] for m in measurements]
         metrics[key] = float(np.median(values))
         if n > 1:
             low, high = process_interval(values, level)
@@ -168,17 +168,17 @@ def combine(measurements: List[dict], timing: records.Timing) -> dict:
         else "not judged: one process (timing.repeats=1)")
     if unstable:
         details[TIMING_UNSTABLE] = unstable[0]
-    first["calls_per_process"] = {}
+    first.calls_per_process = {}
     for key in CALL_SERIES:
-        first["calls_per_process"][key] = [len(m[key]) for m in measurements]
-        first[key] = [value for m in measurements for value in m[key]]
-    first["repeats"] = rows
+        first.calls_per_process[key] = [len(getattr(m, key)) for m in measurements]
+        setattr(first, key, [value for m in measurements for value in getattr(m, key)])
+    first.repeats = rows
     return first
 
 
-def _single_interval(measurement: dict, key: str, level: float) -> Tuple[Optional[float], Optional[float]]:
+def _single_interval(measurement: records.Measurement, key: str, level: float) -> Tuple[Optional[float], Optional[float]]:
     """With one process: the interval of its median latency from its calls (speed-ups get none)."""
-    calls = {LATENCY_MS: measurement["latencies_ms"], GPU_MS: measurement["gpu_ms"]}.get(key)
-    if not calls or measurement["plan"]["scenario"] == "throughput":
+    calls = {LATENCY_MS: measurement.latencies_ms, GPU_MS: measurement.gpu_ms}.get(key)
+    if not calls or measurement.plan.scenario == "throughput":
         return None, None
     return median_interval(calls, level)

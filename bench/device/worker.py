@@ -19,9 +19,8 @@ from typing import Callable, Optional, Tuple
 
 from bench.device import fingerprint
 from bench.contract.errors import ConfigError
-from bench.contract.protocol import OK, POINT_FAILURE, PROTOCOL, PlanError, decode, encode, error_reply, \
-    failed_measurement
-from bench.contract.records import Plan
+from bench.contract.protocol import OK, POINT_FAILURE, PROTOCOL, PlanError, decode, encode, error_reply
+from bench.contract.records import Measurement, Plan, failed_measurement
 from bench.contract.names import DEVICE_CC, DEVICE_KIND, DEVICE_LABEL, LATENCY_MS
 
 log = logging.getLogger(__name__)
@@ -168,7 +167,7 @@ def resolve_plans(plans: list) -> dict:
     return {"op": "resolved", "points": points}
 
 
-def measure_plan(plan: Plan, controller: Optional[LineInput]) -> dict:
+def measure_plan(plan: Plan, controller: Optional[LineInput]) -> Measurement:
     """One point: ``timing.repeats`` fresh processes (the first also checks the outputs; the others convert from
     the cache and time), summarised into one measurement. A process that dies unannounced, or a repeat that
     fails, makes the point failed with the reason."""
@@ -181,11 +180,11 @@ def measure_plan(plan: Plan, controller: Optional[LineInput]) -> dict:
     finally:
         if undo is not None:
             clocks.restore(undo)
-    measurement["details"]["state.clocks_locked"] = locked
+    measurement.details["state.clocks_locked"] = locked
     return measurement
 
 
-def _measure_repeats(plan: Plan, controller: Optional[LineInput]) -> dict:
+def _measure_repeats(plan: Plan, controller: Optional[LineInput]) -> Measurement:
     from bench.device import point, repeats
 
     total = plan.timing.repeats
@@ -194,21 +193,22 @@ def _measure_repeats(plan: Plan, controller: Optional[LineInput]) -> dict:
         if total > 1:
             log.info("process %d of %d for this point", index, total)
         first = index == 1
-        reply, death = run_in_child(lambda: {"op": "measured", "measurement": point.measure(plan, first)}, controller)
+        reply, death = run_in_child(lambda: {"op": "measured", "measurement": point.measure(plan, first).to_json()},
+                                    controller)
         if reply is None:
             # The child took the device's fingerprint with it; what the worker knows without CUDA stands in.
             tags = dict(fingerprint.host_facts(), **{DEVICE_KIND: plan.device.split(":")[0],
                                                      DEVICE_LABEL: plan.resolution.device_label})
             return failed_measurement(plan, "{}the point's process died with {} before reporting a result".format(
                 _which(index, total), death), POINT_FAILURE, tags)
-        measurement = reply["measurement"]
-        if measurement["status"] != OK:
+        measurement = Measurement.from_json(reply["measurement"])
+        if measurement.status != OK:
             if not first:
-                measurement["reason"] = _which(index, total) + measurement["reason"]
+                measurement.reason = _which(index, total) + measurement.reason
             return measurement
         done.append(measurement)
         if total > 1:
-            log.info("process %d of %d: median %.4g ms", index, total, measurement["metrics"][LATENCY_MS])
+            log.info("process %d of %d: median %.4g ms", index, total, measurement.metrics[LATENCY_MS])
     return repeats.combine(done, plan.timing)
 
 
@@ -243,7 +243,8 @@ def serve(descriptor_in: int, descriptor_out: int) -> int:
             elif op == "resolve":
                 reply, death = run_in_child(lambda: resolve_plans(request["plans"]), controller)
             elif op == "measure":
-                reply, death = {"op": "measured", "measurement": measure_plan(Plan.from_json(request["plan"]), controller)}, ""
+                measured = measure_plan(Plan.from_json(request["plan"]), controller)
+                reply, death = {"op": "measured", "measurement": measured.to_json()}, ""
             else:
                 reply, death = error_reply("unknown request {!r}".format(op), user_error=False), ""
             if reply is None:

@@ -27,7 +27,7 @@ from bench.contract.names import (
     TIMING_CONDITIONS, TIMING_METHOD, TIMING_UNSTABLE, UNSTABLE)
 from bench.contract.fields import declared_params
 from bench.contract.protocol import FAILED, OK
-from bench.contract.records import Plan
+from bench.contract.records import Measurement, Plan
 
 # MLflow run statuses.
 FINISHED_RUN, FAILED_RUN, KILLED_RUN, RUNNING_RUN = "FINISHED", "FAILED", "KILLED", "RUNNING"
@@ -130,14 +130,14 @@ def figure_text(metrics: dict, figure: str, unit: str = "") -> str:
     return text
 
 
-def describe(measurement: dict) -> str:
+def describe(measurement: Measurement) -> str:
     """One line for the run's description: the figures with their intervals, how they compare with Raw, the
     accuracy."""
-    if measurement["status"] != OK:
-        return f"{measurement['status']}: {measurement['reason']}"
-    m = measurement["metrics"]
+    if measurement.status != OK:
+        return f"{measurement.status}: {measurement.reason}"
+    m = measurement.metrics
     processes = int(m.get(REPEATS, 1))
-    if Plan.from_json(measurement["plan"]).scenario == "throughput":
+    if measurement.plan.scenario == "throughput":
         speedup = figure_text(m, THROUGHPUT_SPEEDUP, "x") if THROUGHPUT_SPEEDUP in m else "1x"
         text = (f"{figure_text(m, THROUGHPUT, ' img/s')}, {speedup} over eager fp32 "
                 f"{m.get(RAW_THROUGHPUT, m[THROUGHPUT]):,.0f} img/s")
@@ -159,30 +159,30 @@ def describe(measurement: dict) -> str:
     return text
 
 
-def tags(measurement: dict) -> dict[str, str]:
-    plan = Plan.from_json(measurement["plan"])
+def tags(measurement: Measurement) -> dict[str, str]:
+    plan = measurement.plan
     sweep = plan.sweep or {}
-    details = measurement["details"]
+    details = measurement.details
     found = {
-        **_fingerprint(measurement["tags"]),
+        **_fingerprint(measurement.tags),
         **{k: v for k, v in details.items() if k not in (TIMING_METHOD, TIMING_UNSTABLE, TIMING_CONDITIONS)},
         MODEL_TASK: plan.resolution.task,
-        ROLE: CHILD, STATUS: measurement["status"], REASON: measurement["reason"], POINT_ID: measurement["point_id"],
-        POINT_KEY: plan.key(measurement["tags"].get(HOST_NAME, "")), KIND: sweep.get("kind", "sweep"),
+        ROLE: CHILD, STATUS: measurement.status, REASON: measurement.reason, POINT_ID: measurement.point_id,
+        POINT_KEY: plan.key(measurement.tags.get(HOST_NAME, "")), KIND: sweep.get("kind", "sweep"),
         COMMIT: sweep.get("commit") or suite_commit(), RUN_NAME: plan.name, DESCRIPTION: describe(measurement),
         DEVICE_LABEL: plan.resolution.device_label, "energy": plan.energy,
         "timing.unstable_spread": plan.timing.unstable_spread,
     }
     if sweep:
         found[SWEEP_ID] = sweep["id"]
-    if measurement["failure"]:
-        found[FAILURE] = measurement["failure"]
+    if measurement.failure:
+        found[FAILURE] = measurement.failure
     if TIMING_UNSTABLE in details:
         found[UNSTABLE] = details[TIMING_UNSTABLE]
     if TIMING_CONDITIONS in details:
         found[CONDITIONS] = details[TIMING_CONDITIONS]
-    if measurement["events"]:
-        found[EVENTS] = " | ".join(measurement["events"])
+    if measurement.events:
+        found[EVENTS] = " | ".join(measurement.events)
     weights = plan.model.weights
     if weights not in ("random", "pretrained"):
         found["model.weights_path"] = weights
@@ -213,23 +213,23 @@ def repeats_csv(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def histogram_png(measurement: dict) -> bytes:
+def histogram_png(measurement: Measurement) -> bytes:
     out = io.BytesIO()
     histogram_figure(measurement).savefig(out, format="png", dpi=90, bbox_inches="tight")
     return out.getvalue()
 
 
-def histogram_figure(measurement: dict):
+def histogram_figure(measurement: Measurement):
     """Per-call latencies as a small histogram on one set of bins, Raw beside them where the run timed it."""
     import numpy as np
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(5, 2.6))
     axes = figure.subplots()
-    plan = Plan.from_json(measurement["plan"])
-    series = [(measurement["latencies_ms"], plan.name)]
-    if measurement["raw_latencies_ms"] and measurement["raw_latencies_ms"] != measurement["latencies_ms"]:
-        series.append((measurement["raw_latencies_ms"], "Raw (eager fp32, same processes)"))
+    plan = measurement.plan
+    series = [(measurement.latencies_ms, plan.name)]
+    if measurement.raw_latencies_ms and measurement.raw_latencies_ms != measurement.latencies_ms:
+        series.append((measurement.raw_latencies_ms, "Raw (eager fp32, same processes)"))
     # One set of bins, evenly spaced on a log scale over the bulk of both series (the tail past the 99th percentile
     # is clipped into the last bin): a variant 7x faster than Raw gets as many bins across its calls as Raw does.
     pooled = np.concatenate([np.asarray(values, dtype=float) for values, _ in series])
@@ -245,30 +245,30 @@ def histogram_figure(measurement: dict):
     return figure
 
 
-def artifacts(measurement: dict) -> dict[str, str | bytes]:
-    plan = {k: v for k, v in measurement["plan"].items() if k != "sweep"}
+def artifacts(measurement: Measurement) -> dict[str, str | bytes]:
+    plan = {k: v for k, v in measurement.plan.to_json().items() if k != "sweep"}
     found: dict[str, str | bytes] = {"config.yaml": yaml.safe_dump(plan, sort_keys=False)}
-    per_process = measurement.get("calls_per_process") or {}
-    if measurement["latencies_ms"]:
+    per_process = measurement.calls_per_process or {}
+    if measurement.latencies_ms:
         found["latency_histogram.png"] = histogram_png(measurement)
     for key in ("latencies_ms", "raw_latencies_ms", "gpu_ms", "raw_gpu_ms"):
-        if measurement.get(key):
-            found[f"{key}.csv"] = latency_csv(measurement[key], per_process.get(key, []))
-    if measurement.get("repeats"):
-        found["repeats.csv"] = repeats_csv(measurement["repeats"])
-    if measurement["error"]:
-        found["error.txt"] = measurement["error"]
-    found.update(measurement.get("artifacts", {}))
+        if getattr(measurement, key):
+            found[f"{key}.csv"] = latency_csv(getattr(measurement, key), per_process.get(key, []))
+    if measurement.repeats:
+        found["repeats.csv"] = repeats_csv(measurement.repeats)
+    if measurement.error:
+        found["error.txt"] = measurement.error
+    found.update(measurement.artifacts)
     return found
 
 
-def record_from(measurement: dict) -> PointRecord:
+def record_from(measurement: Measurement) -> PointRecord:
     """The store's view of one measurement."""
-    plan = Plan.from_json(measurement["plan"])
+    plan = measurement.plan
     return PointRecord(
-        point_id=measurement["point_id"], name=plan.name,
-        run_status=FAILED_RUN if measurement["status"] == FAILED else FINISHED_RUN,
-        start_ms=measurement["started_ms"], end_ms=measurement["ended_ms"] or measurement["started_ms"],
-        params=params(plan, measurement["details"]), tags=tags(measurement),
-        metrics={k: float(v) for k, v in measurement["metrics"].items()}, artifacts=artifacts(measurement),
+        point_id=measurement.point_id, name=plan.name,
+        run_status=FAILED_RUN if measurement.status == FAILED else FINISHED_RUN,
+        start_ms=measurement.started_ms, end_ms=measurement.ended_ms or measurement.started_ms,
+        params=params(plan, measurement.details), tags=tags(measurement),
+        metrics={k: float(v) for k, v in measurement.metrics.items()}, artifacts=artifacts(measurement),
         sweep=plan.sweep)

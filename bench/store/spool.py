@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from bench.contract import results
+from bench.contract.records import Measurement
 from bench.store.record import PointRecord
 
 # Kept in step with conf/tracking/server.yaml (tests/test_spool.py checks that they agree).
@@ -23,8 +24,8 @@ class Spool:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    def write(self, measurement: dict) -> Path:
-        return Path(results.write_entry(str(self.folder), measurement))
+    def write(self, measurement: Measurement) -> Path:
+        return Path(results.write_entry(str(self.folder), measurement.to_json()))
 
     def entries(self) -> list[Path]:
         return [Path(entry) for entry in results.entries(str(self.folder))]
@@ -33,7 +34,7 @@ class Spool:
         return [Path(entry) for entry in results.entries(str(self.folder / results.SYNCED))]
 
     @staticmethod
-    def load(entry: Path) -> dict | PointRecord:
+    def load(entry: Path) -> Measurement | PointRecord:
         """A measurement, or a finished record spooled by an earlier version; ValueError for a bad entry."""
         legacy = entry / LEGACY_FILE
         if legacy.is_file():
@@ -48,7 +49,7 @@ class Spool:
                                    sweep={"legacy": sweep} if sweep else None)
             except (OSError, ValueError, TypeError, KeyError) as exc:
                 raise ValueError(f"{legacy} cannot be read: {exc}") from None
-        return results.load_entry(str(entry))
+        return Measurement.from_json(results.load_entry(str(entry)))
 
     def recorded(self, sweep_id: str) -> dict[str, Path]:
         """Point key -> entry (waiting or already synced) of this sweep's points, which a resumed sweep keeps."""
