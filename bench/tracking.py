@@ -259,7 +259,13 @@ class Store:
         path = sqlite_path(self.uri)
         # Artifacts beside the database, not in ./mlruns of wherever the first sweep happened to start.
         location = (path.resolve().parent / "mlartifacts").as_uri() if path else None
-        return self.client.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
+        try:
+            return self.client.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            # Another device created it since the lookup (a team's nightlies start at the same minute).
+            return self.client.get_experiment_by_name(name).experiment_id
 
     @bounded
     def check_writable(self) -> None:
