@@ -29,6 +29,7 @@ from mlflow.tracking import MlflowClient
 from requests.exceptions import RequestException
 
 from bench import record
+from bench.database import check_database
 from bench.measure.errors import ConfigError
 from bench.measure.protocol import digest, now_ms
 from bench.record import CHILD, PARENT, PointRecord
@@ -152,7 +153,7 @@ def store_error(uri: str, exc: BaseException) -> ConfigError:
 def auth_message(uri: str, status: int) -> str:
     if status == 403:
         return (f"tracking server {redact(uri)} refused the user in MLFLOW_TRACKING_USERNAME (HTTP 403): "
-                "it needs permission to use the experiment")
+                "it needs EDIT permission on the experiment")
     if not os.environ.get("MLFLOW_TRACKING_USERNAME"):
         return (f"tracking server {redact(uri)} requires a login (HTTP 401): set MLFLOW_TRACKING_USERNAME and "
                 "MLFLOW_TRACKING_PASSWORD")
@@ -213,6 +214,9 @@ class Store:
         self.spool_dir = Path(tracking["spool_dir"]).expanduser() if tracking.get("spool_dir") and spool_allowed \
             else None
         self._experiment_id: str | None = None
+        unusable = check_database(self.uri, redact(self.uri))
+        if unusable:
+            raise ConfigError(unusable)
         try:
             with store_lock(self.uri):
                 self.client = MlflowClient(self.uri)
@@ -278,6 +282,9 @@ class Store:
             try:
                 self.client.set_experiment_tag(self.experiment_id, "bench.last_write_ms", str(now_ms()))
             except SERVER_ERRORS as exc:
+                status = exc.get_http_status_code() if isinstance(exc, MlflowException) else None
+                if status in (401, 403):  # an account that may read the experiment but not write to it
+                    raise ConfigError(auth_message(self.uri, status)) from None
                 if self.spool_dir is None or not self.uri.startswith(("http://", "https://")):
                     raise store_error(self.uri, exc) from None
 
