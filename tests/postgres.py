@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.tracking import EXPERIMENT_KIND
+
 from conftest import ROOT, free_port, missing
 from test_server import MlflowServer
 
@@ -156,7 +158,8 @@ def enrol(server: TeamServer, devices: dict[str, str], permission: str = "EDIT")
     """The admin's part of docs/deployment.md: the experiment, one account per device with ``permission`` on it."""
     def setup(auth, client) -> str:
         experiment = client.get_experiment_by_name("trt-bench")
-        experiment_id = experiment.experiment_id if experiment else client.create_experiment("trt-bench")
+        experiment_id = experiment.experiment_id if experiment else client.create_experiment(
+            "trt-bench", tags=dict([EXPERIMENT_KIND]))
         for user, password in devices.items():
             auth.create_user(user, password)
             auth.grant_user_permission(user, "experiment", experiment_id, permission)

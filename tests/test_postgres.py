@@ -8,8 +8,13 @@ import secrets
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-from conftest import ROOT, SMALL, parents, points, run_cli
+import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from conftest import ROOT, SMALL, parents, points, run_cli, runs
 from postgres import admin_call, as_user, enrol, postgres, team_server  # noqa: F401 - fixtures
 
 
@@ -54,3 +59,56 @@ def test_devices_opening_the_experiment_at_once_all_reach_the_server(team_server
     outputs = [proc.communicate(timeout=120) for proc in procs]
     opened = {out.strip() for out, _ in outputs}
     assert len(opened) == 1 and opened.pop().startswith("True "), outputs
+
+
+def test_accounts_do_only_what_they_were_granted_and_bad_settings_stop_before_any_work(
+        team_server, tmp_path, cache_dir, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", team_server.admin_password)
+    devices = {"xavier-01": secrets.token_urlsafe(16), "orin-02": secrets.token_urlsafe(16)}
+    enrol(team_server, devices)
+    enrol(team_server, {"reader-03": (reader := secrets.token_urlsafe(16))}, "READ")
+    spool, state = tmp_path / "spool", tmp_path / "state"
+    args = ["-m", *SMALL, "backend=pytorch", "raw_baseline=false", f"tracking.spool_dir={spool}", f"cache_dir={cache_dir}"]
+
+    def sweep(*extra: str, user: str = "xavier-01", password: str | None = None, pg_password: str = ""):
+        env = {"MLFLOW_TRACKING_URI": team_server.uri, "XDG_STATE_HOME": str(state), "PGPASSWORD": pg_password,
+               **as_user(user, devices.get(user) if password is None else password)}
+        return run_cli(*args, *extra, cwd=tmp_path, env=env)
+
+    done = [sweep("tracking=server")]
+    assert done[0].returncode == 0, done[0].stderr[-3000:]
+    (theirs,) = parents(team_server.uri)
+    pg, port = team_server.postgres, team_server.postgres.port
+    refused = {  # what each mistake must say, in its one line
+        "HTTP 403): it needs EDIT permission": sweep("tracking=server", user="reader-03", password=reader),
+        # A database URI's password comes from libpq's PGPASSWORD, never the command line (Hydra saves that).
+        'database "nope" does not exist': sweep(f"tracking.uri=postgresql://mlflow@127.0.0.1:{port}/nope",
+                                                pg_password=team_server.db_password),
+        'password authentication failed for user "mlflow"': sweep(
+            f"tracking.uri=postgresql://mlflow@127.0.0.1:{port}/mlflow", pg_password=pg.password),
+        "has credentials in it": sweep("tracking=server", f"tracking.uri=http://orin-02@127.0.0.1:{team_server.port}"),
+    }
+    for message, proc in refused.items():
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and lines[-1].startswith("error: ") and message in lines[-1], proc.stderr[-2000:]
+        assert "measuring" not in proc.stdout + proc.stderr
+    assert len(runs(team_server.uri)) == 2 and not spool.exists()  # the one sweep's parent and point, nothing else
+
+    # Another device may add its own sweeps but not delete this one (EDIT carries no delete).
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "orin-02")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", devices["orin-02"])
+    with pytest.raises(MlflowException, match="error code 403"):
+        MlflowClient(team_server.uri).delete_run(theirs.info.run_id)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", team_server.admin_password)
+    assert parents(team_server.uri)[0].info.lifecycle_stage == "active"
+
+    secrets_ = [team_server.admin_password, reader, team_server.db_password, pg.password, *devices.values()]
+    where = {f"run {r.info.run_id}": repr(r.data.params) + repr(r.data.tags) for r in runs(team_server.uri)}
+    where.update({str(p): p.read_text(errors="replace") for folder in (tmp_path, Path(pg.folder))
+                  for p in folder.rglob("*") if p.is_file() and p.suffix not in (".db", "")})
+    where.update({f"output {i}": p.stdout + p.stderr for i, p in enumerate([*done, *refused.values()])})
+    assert list((team_server.folder / "artifacts").rglob("config.yaml"))  # the artifacts are among the files
+    for secret in secrets_:
+        assert not [name for name, text in where.items() if secret in text], secret
