@@ -13,6 +13,7 @@
 #   MLFLOW_FLASK_SERVER_SECRET_KEY  start: a long random string, the same on every restart and every worker
 #   MLFLOW_ARTIFACTS_DESTINATION    start: default $MLFLOW_STATE_DIR/artifacts (or s3://bucket, with AWS_* set)
 #   MLFLOW_HOST (127.0.0.1), MLFLOW_PORT (5000), MLFLOW_WORKERS (4)
+#   MLFLOW_AUTH_CACHE_TTL_S (60)    init: how long a worker trusts a checked password (0: check every request)
 # No password is put on a command line or in a file: libpq reads it from PGPASSWORD in each process's environment.
 set -euo pipefail
 : "${PGHOST:?}" "${PGPORT:?}" "${MLFLOW_DB_PASSWORD:?}" "${MLFLOW_STATE_DIR:?}"
@@ -37,6 +38,9 @@ default_permission = READ
 database_uri = $database/mlflow_auth
 admin_username = admin
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+# Each request's password check is a PBKDF2 hash, most of the server's CPU under load: checked once per
+# worker per minute instead (a changed password reaches the other workers within the minute).
+auth_cache_ttl_seconds = ${MLFLOW_AUTH_CACHE_TTL_S:-60}
 EOF
     echo "deploy/mlflow-server.sh: databases mlflow and mlflow_auth ready on $PGHOST:$PGPORT"
 }

@@ -1,0 +1,125 @@
+"""A lab's night on the team's server: eight devices' sweeps start at the same moment while an analyst reads
+the store, then the faults a real server sees (its database restarted, the server itself restarted)."""
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from benchmarks.server_load import run_load, start_sweeps
+from conftest import ROOT, SMALL, parents, points
+from postgres import TeamServer, as_user, enrol, postgres  # noqa: F401 - fixture
+from test_spool import waiting
+
+SAVED_VIEW = "mlflow.sharedViewState."
+
+
+def serve(cluster, folder: Path, workers: int) -> TeamServer:
+    server = TeamServer(folder, admin_password=secrets.token_urlsafe(16), postgres=cluster, workers=workers)
+    server.init()
+    server.start()
+    return server
+
+
+def check_every_sweep_whole(server: TeamServer, devices: list[str], folder: Path, per_sweep: int) -> None:
+    """Each device's one sweep FINISHED with every point once, its saved view and report there, its spool empty."""
+    client = MlflowClient(server.uri)
+    experiment = client.get_experiment_by_name("trt-bench")
+    children = points(server.uri)
+    assert len({c.data.tags["bench.point_id"] for c in children}) == len(children) == per_sweep * len(devices)
+    by_label = {p.data.tags.get("bench.label"): p for p in parents(server.uri)}
+    assert sorted(by_label) == sorted(devices)
+    for device, parent in by_label.items():
+        mine = [c for c in children if c.data.tags["mlflow.parentRunId"] == parent.info.run_id]
+        assert len({c.data.tags["bench.point_key"] for c in mine}) == len(mine) == per_sweep, device
+        assert parent.info.status == "FINISHED" and parent.data.metrics["points_ok"] == per_sweep, device
+        assert SAVED_VIEW + parent.info.run_id in experiment.tags, device
+        assert "report/report.html" in {a.path for a in client.list_artifacts(parent.info.run_id, "report")}, device
+        assert waiting(folder / device / "spool") == [], device
+
+
+@pytest.mark.slow
+def test_eight_devices_sweeping_at_once_while_an_analyst_reads(postgres, tmp_path, cache_dir, monkeypatch):
+    server = serve(postgres, tmp_path / "server", workers=4)
+    try:
+        devices = {f"device-{i:02d}": secrets.token_urlsafe(16) for i in range(8)}
+        enrol(server, devices)
+        enrol(server, {"analyst": (analyst := secrets.token_urlsafe(16))}, "READ")
+        grid = [*SMALL, "backend=pytorch", "raw_baseline=false", "input.batch_size=1,2", f"cache_dir={cache_dir}"]
+        load = run_load(server, devices, ("analyst", analyst), tmp_path, grid)
+        for sweep in load.sweeps:
+            assert sweep.returncode == 0, sweep.stdout[-3000:]
+        # Each read is whole or, before the first point is in, says so in one line.
+        for read in load.reads:
+            assert read.returncode == 0 or read.returncode == 2 and read.stderr.strip().splitlines()[-1].startswith(
+                "error: no grid-point runs in experiment 'trt-bench'"), read.stderr[-2000:]
+        assert any(read.returncode == 0 for read in load.reads[2:])  # reads while the sweeps write
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "analyst")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", analyst)
+        check_every_sweep_whole(server, list(devices), tmp_path, per_sweep=2)
+        assert len(load.record_s) == 16  # every point's "recorded as MLflow run" line, read back from the server
+    finally:
+        server.stop()
+
+
+def sync(spool: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bench.sync", "--spool", str(spool)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env=env)
+
+
+def wait_for_points(client: MlflowClient, label: str, count: int, sweep: subprocess.Popen) -> None:
+    """Until ``count`` points of the sweep labelled ``label`` are recorded, whole (the sweep ending first fails)."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and sweep.poll() is None:
+        experiment = client.get_experiment_by_name("trt-bench").experiment_id
+        parent = client.search_runs([experiment], f"tags.`bench.label` = '{label}' and tags.`bench.role` = 'parent'")
+        if parent and len(client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent[0].info.run_id}' "
+                                                           "and attributes.status = 'FINISHED'")) >= count:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"{count} point(s) of {label} not recorded within 180 s")
+
+
+@pytest.mark.slow
+def test_a_database_restart_and_a_server_restart_mid_sweep_lose_no_point_and_record_none_twice(
+        postgres, tmp_path, cache_dir, monkeypatch):
+    server = serve(postgres, tmp_path / "server", workers=2)
+    try:
+        devices = {"db-restart": secrets.token_urlsafe(16), "server-restart": secrets.token_urlsafe(16)}
+        enrol(server, devices)
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", server.admin_password)
+        client = MlflowClient(server.uri)
+        # Three points of at least 3 s each, so each fault falls while the sweep is measuring.
+        grid = [*SMALL, "backend=pytorch", "raw_baseline=false", "input.batch_size=1,2,3", "timing.min_s=3",
+                f"cache_dir={cache_dir}"]
+        outputs, spooled = [], {}
+        for device, fault in (("db-restart", lambda: (postgres.stop("fast"), postgres.start())),
+                              ("server-restart", lambda: (server.stop(), time.sleep(5), server.start()))):
+            (sweep,) = start_sweeps(server, {device: devices[device]}, tmp_path, grid)
+            try:
+                wait_for_points(client, device, 1, sweep)
+                fault()
+                outputs.append(sweep.communicate(timeout=300)[0])
+            finally:
+                sweep.kill()
+            assert sweep.returncode == 0, outputs[-1][-3000:]
+            # What waited in the spool goes up now, once; run again, the sync finds nothing left to do.
+            spool, env = tmp_path / device / "spool", {**os.environ, **as_user(device, devices[device])}
+            spooled[device] = len(waiting(spool))
+            if spooled[device]:
+                first = sync(spool, env)
+                assert first.returncode == 0, first.stderr[-2000:]
+                assert f"{spooled[device]} uploaded, 0 already in the store, 0 left" in first.stdout
+                again = sync(spool, env)
+                assert again.returncode == 2 and "uploaded already" in again.stderr, again.stderr[-2000:]
+        check_every_sweep_whole(server, list(devices), tmp_path, per_sweep=3)
+        assert spooled["server-restart"] >= 1, outputs[1][-3000:]  # the server's restart did send points to the spool
+    finally:
+        server.stop()
