@@ -31,6 +31,7 @@ COMMIT, UNSTABLE, STATE, LABEL = "bench.commit", "bench.unstable", "bench.sweep_
 CONDITIONS = "bench.conditions"  # why a timed window was not clean: throttled, a shared GPU, a clock that fell
 DESCRIPTION, RUN_NAME, PARENT_RUN = "mlflow.note.content", "mlflow.runName", "mlflow.parentRunId"
 PARENT, CHILD = "parent", "point"  # values of bench.role
+DISCARDED = "discarded"  # bench.role of a run cut off half-way that its account may not delete: in no table
 # A sweep's parent is "complete" when every point has a result of its own (ok, skipped or failed in the point),
 # "incomplete" when it was interrupted or points were lost on the way to the device: the same grid resumes it.
 COMPLETE, INCOMPLETE = "complete", "incomplete"

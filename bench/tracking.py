@@ -413,8 +413,19 @@ class Store:
         for stale in existing:
             why = "lost on the way to the device" if stale.data.tags.get(record.FAILURE) else "cut off while recorded"
             log.info("deleting run %s (%s): %s; measuring the point again", stale.info.run_id, stale.info.run_name, why)
-            self.client.delete_run(stale.info.run_id)
+            self._discard(stale.info.run_id)
         return None
+
+    def _discard(self, run_id: str) -> None:
+        """Delete a run cut off half-way. A team server's device account (EDIT) may not delete: it ends the run
+        KILLED and takes it out of its sweep instead (``bench.role=discarded``), so no count or table sees it."""
+        try:
+            self.client.delete_run(run_id)
+        except MlflowException as exc:
+            if exc.get_http_status_code() != 403:
+                raise
+            self.client.set_tag(run_id, record.ROLE, record.DISCARDED)
+            self.client.set_terminated(run_id, record.KILLED_RUN)
 
     @bounded
     def upload(self, point: PointRecord, parent_id: str | None) -> str:
@@ -437,13 +448,14 @@ class Store:
     def upload_once(self, point: PointRecord, parent_id: str | None) -> tuple[str, bool]:
         """The point's run, uploaded unless a complete run with its ``bench.point_id`` is there already; a run
         cut off half-way by an earlier attempt is deleted first. (run id, uploaded now)."""
-        existing = self.client.search_runs([self.experiment_id], f"tags.`{record.POINT_ID}` = '{point.point_id}'")
+        existing = self.client.search_runs([self.experiment_id], f"tags.`{record.POINT_ID}` = '{point.point_id}' "
+                                                                  f"and tags.`{record.ROLE}` = '{CHILD}'")
         complete = [run for run in existing if run.info.status in record.TERMINATED]
         if complete:
             return complete[0].info.run_id, False
         for partial in existing:
             log.info("%s: deleting run %s, cut off while it was uploaded", point.name, partial.info.run_id)
-            self.client.delete_run(partial.info.run_id)
+            self._discard(partial.info.run_id)
         return self.upload(point, parent_id), True
 
 
