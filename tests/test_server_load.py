@@ -1,5 +1,6 @@
 """A lab's night on the team's server: eight devices' sweeps start at the same moment while an analyst reads
-the store, then the faults a real server sees (its database restarted, the server itself restarted)."""
+the store, then the faults a real server sees (its database restarted, the server itself restarted, the
+network cut while a point's artifacts are on their way)."""
 from __future__ import annotations
 
 import os
@@ -13,8 +14,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from benchmarks.server_load import run_load, start_sweeps
-from conftest import ROOT, SMALL, parents, points
-from postgres import TeamServer, as_user, enrol, postgres  # noqa: F401 - fixture
+from conftest import ROOT, SMALL, parents, points, run_cli
+from netcut import NetCut
+from postgres import TeamServer, as_user, enrol, postgres, team_server  # noqa: F401 - fixtures
 from test_spool import waiting
 
 SAVED_VIEW = "mlflow.sharedViewState."
@@ -123,3 +125,33 @@ def test_a_database_restart_and_a_server_restart_mid_sweep_lose_no_point_and_rec
         assert spooled["server-restart"] >= 1, outputs[1][-3000:]  # the server's restart did send points to the spool
     finally:
         server.stop()
+
+
+def test_a_network_cut_during_an_artifact_upload_leaves_no_run_looking_complete(team_server, tmp_path, cache_dir,
+                                                                                  monkeypatch):
+    password = secrets.token_urlsafe(16)
+    enrol(team_server, {"jetson-07": password})
+    link = NetCut(team_server.port, trigger=b"PUT /api/2.0/mlflow-artifacts/artifacts/")
+    spool = tmp_path / "spool"
+    device = {**os.environ, **as_user("jetson-07", password)}
+    try:
+        proc = run_cli("-m", *SMALL, "backend=pytorch", "raw_baseline=false", "input.batch_size=1,2", "tracking=server",
+                       f"tracking.uri={link.uri}", f"tracking.spool_dir={spool}", f"cache_dir={cache_dir}",
+                       cwd=tmp_path, env=as_user("jetson-07", password))
+        assert proc.returncode == 0 and link.cut_once.is_set(), proc.stderr[-3000:]
+        assert len(waiting(spool)) == 2, proc.stderr[-3000:]
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", team_server.admin_password)
+        (cut,) = points(team_server.uri)  # the run whose artifacts were on their way: left RUNNING, not FINISHED
+        assert cut.info.status == "RUNNING" and parents(team_server.uri)[0].info.status != "FINISHED"
+        link.restore()
+        done = sync(spool, device)
+        assert done.returncode == 0 and "2 uploaded, 0 already in the store, 0 left" in done.stdout, done.stderr
+        children = points(team_server.uri)
+        assert cut.info.run_id not in {c.info.run_id for c in children}  # replaced, not kept beside the whole one
+        assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
+        assert parents(team_server.uri)[0].info.status == "FINISHED"
+        client = MlflowClient(team_server.uri)
+        assert all("config.yaml" in {a.path for a in client.list_artifacts(c.info.run_id)} for c in children)
+    finally:
+        link.close()
