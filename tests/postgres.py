@@ -154,12 +154,12 @@ def admin_call(server: TeamServer, call):
             os.environ.pop(name) if value is None else os.environ.__setitem__(name, value)
 
 
-def enrol(server: TeamServer, devices: dict[str, str], permission: str = "EDIT") -> str:
+def enrol(server: TeamServer, devices: dict[str, str], permission: str = "EDIT", experiment: str = "trt-bench") -> str:
     """The admin's part of docs/deployment.md: the experiment, one account per device with ``permission`` on it."""
     def setup(auth, client) -> str:
-        experiment = client.get_experiment_by_name("trt-bench")
-        experiment_id = experiment.experiment_id if experiment else client.create_experiment(
-            "trt-bench", tags=dict([EXPERIMENT_KIND]))
+        found = client.get_experiment_by_name(experiment)
+        experiment_id = found.experiment_id if found else client.create_experiment(
+            experiment, tags=dict([EXPERIMENT_KIND]))
         for user, password in devices.items():
             auth.create_user(user, password)
             auth.grant_user_permission(user, "experiment", experiment_id, permission)

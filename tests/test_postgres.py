@@ -82,16 +82,27 @@ def test_accounts_do_only_what_they_were_granted_and_bad_settings_stop_before_an
         assert "measuring" not in proc.stdout + proc.stderr
     assert len(runs(team_server.uri)) == 2 and not spool.exists()  # the one sweep's parent and point, nothing else
 
-    # Another device may add its own sweeps but not delete this one (EDIT carries no delete).
-    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "orin-02")
-    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", devices["orin-02"])
-    with pytest.raises(MlflowException, match="error code 403"):
-        MlflowClient(team_server.uri).delete_run(theirs.info.run_id)
+    # A device of the same experiment may add sweeps but not delete this one (EDIT carries no delete); another
+    # team's device (EDIT on its own experiment only) can neither delete, end nor rename it.
+    enrol(team_server, {"nano-04": (other_team := secrets.token_urlsafe(16))}, experiment="team-b")
+    changes = {"delete": lambda client, run: client.delete_run(run),
+               "end": lambda client, run: client.set_terminated(run, "KILLED"),
+               "rename": lambda client, run: client.update_run(run, name="renamed")}
+    for user, password, tried in (("orin-02", devices["orin-02"], ["delete"]),
+                                  ("nano-04", other_team, ["delete", "end", "rename"])):
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+        for change in tried:
+            with pytest.raises(MlflowException, match="error code 403"):
+                changes[change](MlflowClient(team_server.uri), theirs.info.run_id)
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", team_server.admin_password)
-    assert parents(team_server.uri)[0].info.lifecycle_stage == "active"
+    (still,) = parents(team_server.uri)
+    assert (still.info.lifecycle_stage, still.info.status, still.info.run_name) == \
+        ("active", "FINISHED", theirs.info.run_name)
 
-    secrets_ = [team_server.admin_password, reader, team_server.db_password, pg.password, *devices.values()]
+    secrets_ = [team_server.admin_password, reader, other_team, team_server.db_password, pg.password,
+                *devices.values()]
     where = {f"run {r.info.run_id}": repr(r.data.params) + repr(r.data.tags) for r in runs(team_server.uri)}
     where.update({str(p): p.read_text(errors="replace") for folder in (tmp_path, Path(pg.folder))
                   for p in folder.rglob("*") if p.is_file() and p.suffix not in (".db", "")})
