@@ -1,7 +1,7 @@
 """Shared fixtures: real MLflow stores in temp dirs, run.py as a user runs it, the Jetsons' Python stacks, sshd.
 
 ``tests/setup.sh`` (run by .ci/run) provides what the tests need beyond ``pip install -e ".[dev]"``:
-Debian's openssh-server and chromium, and two virtual environments with the Jetsons' stock software
+Debian's openssh-server, chromium and postgresql, and two virtual environments with the Jetsons' stock software
 (Python 3.6 + torch 1.10 as on JetPack 4.6; Python 3.8 + torch 2.1 as on JetPack 5). Where one is
 missing, the tests that need it are skipped with the reason; with ``TRT_BENCH_REQUIRE_ALL=1`` (CI)
 they fail instead.

@@ -64,6 +64,7 @@ COMMIT, UNSTABLE, LABEL, EVENTS = "bench.commit", "bench.unstable", "bench.label
 CONDITIONS = "bench.conditions"  # why a timed window was not clean: throttled, a shared GPU, a clock that fell
 DESCRIPTION, RUN_NAME, PARENT_RUN = "mlflow.note.content", "mlflow.runName", "mlflow.parentRunId"
 PARENT, CHILD = "parent", "point"  # values of ROLE
+DISCARDED = "discarded"  # ROLE of a run cut off half-way that its account may not delete: in no table
 # Tags of a sweep's parent run: its state (COMPLETE when every point has a result of its own, INCOMPLETE when
 # it was interrupted or points were lost on the way: the same grid resumes it) and who is writing it.
 STATE, COMPLETE, INCOMPLETE = "bench.sweep_state", "complete", "incomplete"

@@ -112,7 +112,7 @@ def store_error(uri: str, exc: BaseException) -> ConfigError:
 def auth_message(uri: str, status: int) -> str:
     if status == 403:
         return (f"tracking server {redact(uri)} refused the user in MLFLOW_TRACKING_USERNAME (HTTP 403): "
-                "it needs permission to use the experiment")
+                "it needs EDIT permission on the experiment")
     if not os.environ.get("MLFLOW_TRACKING_USERNAME"):
         return (f"tracking server {redact(uri)} requires a login (HTTP 401): set MLFLOW_TRACKING_USERNAME and "
                 "MLFLOW_TRACKING_PASSWORD")

@@ -26,6 +26,7 @@ from bench.contract.names import CHILD, CONTROLLER, CONTROLLER_PROCESS, HEARTBEA
     POINTS_PLANNED
 from bench.contract.protocol import EXECUTOR_FAILURE, FAILED, STATUSES, now_ms
 from bench.store import record
+from bench.store.database import check_database
 from bench.store.address import SERVER_ERRORS, Unreachable, auth_message, bounded_http, check_reachable, check_uri, \
     error_line, redact, sqlite_path, store_error, tracking_uri
 from bench.store.locks import file_lock, process_gone, process_token, store_lock
@@ -72,6 +73,9 @@ class Store:
         self.spool_dir = Path(tracking["spool_dir"]).expanduser() if tracking.get("spool_dir") and spool_allowed \
             else None
         self._experiment_id: str | None = None
+        unusable = check_database(self.uri, redact(self.uri))
+        if unusable:
+            raise ConfigError(unusable)
         try:
             with store_lock(self.uri):
                 self.client = MlflowClient(self.uri)
@@ -118,7 +122,13 @@ class Store:
         path = sqlite_path(self.uri)
         # Artifacts beside the database, not in ./mlruns of wherever the first sweep happened to start.
         location = (path.resolve().parent / "mlartifacts").as_uri() if path else None
-        return self.client.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
+        try:
+            return self.client.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            # Another device created it since the lookup (a team's nightlies start at the same minute).
+            return self.client.get_experiment_by_name(name).experiment_id
 
     @bounded
     def check_writable(self) -> None:
@@ -131,6 +141,9 @@ class Store:
             try:
                 self.client.set_experiment_tag(self.experiment_id, LAST_WRITE_MS, str(now_ms()))
             except SERVER_ERRORS as exc:
+                status = exc.get_http_status_code() if isinstance(exc, MlflowException) else None
+                if status in (401, 403):  # an account that may read the experiment but not write to it
+                    raise ConfigError(auth_message(self.uri, status)) from None
                 if self.spool_dir is None or not self.uri.startswith(("http://", "https://")):
                     raise store_error(self.uri, exc) from None
 
@@ -263,8 +276,19 @@ class Store:
                 continue
             why = "lost on the way to the device" if run.data.tags.get(names.FAILURE) else "cut off while recorded"
             log.info("deleting run %s (%s): %s; measuring the point again", run.info.run_id, run.info.run_name, why)
-            self.client.delete_run(run.info.run_id)
+            self._discard(run.info.run_id)
         return found
+
+    def _discard(self, run_id: str) -> None:
+        """Delete a run cut off half-way. A team server's device account (EDIT) may not delete: it ends the run
+        KILLED and takes it out of its sweep instead (``bench.role=discarded``), so no count or table sees it."""
+        try:
+            self.client.delete_run(run_id)
+        except MlflowException as exc:
+            if exc.get_http_status_code() != 403:
+                raise
+            self.client.set_tag(run_id, names.ROLE, names.DISCARDED)
+            self.client.set_terminated(run_id, record.KILLED_RUN)
 
     @bounded
     def upload(self, point: PointRecord, parent_id: str | None) -> str:
@@ -287,13 +311,14 @@ class Store:
     def upload_once(self, point: PointRecord, parent_id: str | None) -> tuple[str, bool]:
         """The point's run, uploaded unless a complete run with its ``bench.point_id`` is there already; a run
         cut off half-way by an earlier attempt is deleted first. (run id, uploaded now)."""
-        existing = self.client.search_runs([self.experiment_id], f"tags.`{names.POINT_ID}` = '{point.point_id}'")
+        existing = self.client.search_runs([self.experiment_id], f"tags.`{names.POINT_ID}` = '{point.point_id}' "
+                                                                  f"and tags.`{names.ROLE}` = '{CHILD}'")
         complete = [run for run in existing if run.info.status in record.TERMINATED]
         if complete:
             return complete[0].info.run_id, False
         for partial in existing:
             log.info("%s: deleting run %s, cut off while it was uploaded", point.name, partial.info.run_id)
-            self.client.delete_run(partial.info.run_id)
+            self._discard(partial.info.run_id)
         return self.upload(point, parent_id), True
 
 
