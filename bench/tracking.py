@@ -447,7 +447,7 @@ class Store:
     @bounded
     def upload_once(self, point: PointRecord, parent_id: str | None) -> tuple[str, bool]:
         """The point's run, uploaded unless a complete run with its ``bench.point_id`` is there already; a run
-        cut off half-way by an earlier attempt is deleted first. (run id, uploaded now)."""
+        cut off half-way by an earlier attempt is discarded first (``_discard``). (run id, uploaded now)."""
         existing = self.client.search_runs([self.experiment_id], f"tags.`{record.POINT_ID}` = '{point.point_id}' "
                                                                   f"and tags.`{record.ROLE}` = '{CHILD}'")
         complete = [run for run in existing if run.info.status in record.TERMINATED]
