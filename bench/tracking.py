@@ -161,6 +161,12 @@ def auth_message(uri: str, status: int) -> str:
             "MLFLOW_TRACKING_PASSWORD")
 
 
+def maker(uri: str) -> dict[str, str]:
+    """The tag naming the account that makes a run on a server (the team server lets only it change the run)."""
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    return {"mlflow.user": user} if user and uri.startswith(("http://", "https://")) else {}
+
+
 def process_token() -> str:
     """This process on this host, unmistakably (pid numbers are reused; their start times are not)."""
     return f"{socket.gethostname()}:{os.getpid()}:{_start_ticks(os.getpid())}"
@@ -301,7 +307,12 @@ class Store:
             gone = process_gone(token)
             quiet_s = (now_ms() - int(run.data.tags.get("bench.heartbeat_ms", run.info.start_time))) / 1000
             if gone or (gone is None and quiet_s > ABANDONED_AFTER_S):
-                self.client.set_tag(run.info.run_id, record.STATE, record.INCOMPLETE)
+                try:
+                    self.client.set_tag(run.info.run_id, record.STATE, record.INCOMPLETE)
+                except MlflowException as exc:
+                    if exc.get_http_status_code() != 403:
+                        raise
+                    continue  # another account's sweep on a team server (bench.server_auth): its device settles it
                 self.client.set_terminated(run.info.run_id, record.KILLED_RUN)
                 log.info("sweep %s (run %s) was abandoned by %s; marked KILLED, incomplete (its grid resumes it)",
                          run.data.tags.get(record.SWEEP_ID), run.info.run_id, token or "an unknown process")
@@ -353,7 +364,7 @@ class Store:
             if sweep.get("label"):
                 tags[record.LABEL] = sweep["label"]
             run = self.client.create_run(self.experiment_id, start_time=sweep["started_ms"], run_name=sweep["name"],
-                                         tags=tags)
+                                         tags={**tags, **maker(self.uri)})
             params = [Param(key[:250], str(value)[:6000]) for key, value in sweep["params"].items()]
             if params:
                 self.client.log_batch(run.info.run_id, params=params)
@@ -431,7 +442,7 @@ class Store:
     def upload(self, point: PointRecord, parent_id: str | None) -> str:
         """Create the point's run with everything in it, terminated last, so a run cut off half-way stays
         RUNNING and is replaced by the next attempt."""
-        tags = {**point.tags, **({record.PARENT_RUN: parent_id} if parent_id else {})}
+        tags = {**point.tags, **({record.PARENT_RUN: parent_id} if parent_id else {}), **maker(self.uri)}
         run = self.client.create_run(self.experiment_id, start_time=point.start_ms, tags=tags, run_name=point.name)
         run_id = run.info.run_id
         self.client.log_batch(run_id, metrics=[Metric(k, v, point.end_ms, 0) for k, v in point.metrics.items()],
