@@ -195,6 +195,11 @@ def report(load: Load, args: argparse.Namespace, grew: list[int]) -> None:
               f"peak {usage.peak_rss_mb:.0f} MiB resident")
     print(f"store grew by {grew[0] / points / 1024:.1f} KiB of database and {grew[1] / points / 1024:.1f} KiB "
           "of artifacts per point")
+    # Each side's ceiling if it had every core of this machine to itself: the lower one limits first.
+    ceilings = {name: os.cpu_count() * points / max(usage.cpu_s, 1e-9)
+                for name, usage in (("the mlflow server's workers", load.server), ("postgresql", load.database))}
+    print("ceiling on these cores: " + ", ".join(f"{name} {rate:.1f} points/s" for name, rate in ceilings.items())
+          + f"; limits first: {min(ceilings, key=ceilings.get)}")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ SQL
 default_permission = READ
 database_uri = $database/mlflow_auth
 admin_username = admin
-authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+# MLflow's basic auth, and a run changed only by the account that made it (bench/store/server_auth.py).
+authorization_function = bench.store.server_auth:authenticate_request_owner_only
 # Each request's password check is a PBKDF2 hash, most of the server's CPU under load: checked once per
 # worker per minute instead (a changed password reaches the other workers within the minute).
 auth_cache_ttl_seconds = ${MLFLOW_AUTH_CACHE_TTL_S:-60}

@@ -79,8 +79,10 @@ class TeamServer(MlflowServer):
     secret_key: str = field(default_factory=lambda: secrets.token_hex(16))
 
     def settings(self) -> dict[str, str]:
+        # PYTHONPATH: the server imports this checkout's bench.store.server_auth, as `pip install -e ".[server]"` provides.
         return {**os.environ, **self.postgres.env(), "MLFLOW_DB_PASSWORD": self.db_password,
-                "MLFLOW_STATE_DIR": str(self.folder), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+                "MLFLOW_STATE_DIR": str(self.folder), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+                "PYTHONPATH": str(ROOT)}
 
     def init(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)

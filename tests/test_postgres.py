@@ -82,13 +82,15 @@ def test_accounts_do_only_what_they_were_granted_and_bad_settings_stop_before_an
         assert "measuring" not in proc.stdout + proc.stderr
     assert len(runs(team_server.uri)) == 2 and not spool.exists()  # the one sweep's parent and point, nothing else
 
-    # A device of the same experiment may add sweeps but not delete this one (EDIT carries no delete); another
-    # team's device (EDIT on its own experiment only) can neither delete, end nor rename it.
+    # Neither a device of the same experiment (EDIT: bench/store/server_auth.py's rule) nor another team's device (EDIT
+    # on its own experiment only) can delete, end or rename this sweep, nor make a run in this device's name.
     enrol(team_server, {"nano-04": (other_team := secrets.token_urlsafe(16))}, experiment="team-b")
     changes = {"delete": lambda client, run: client.delete_run(run),
                "end": lambda client, run: client.set_terminated(run, "KILLED"),
                "rename": lambda client, run: client.update_run(run, name="renamed")}
-    for user, password, tried in (("orin-02", devices["orin-02"], ["delete"]),
+    changes["forge"] = lambda client, run: client.create_run(theirs.info.experiment_id,
+                                                             tags={"mlflow.user": "xavier-01"})
+    for user, password, tried in (("orin-02", devices["orin-02"], list(changes)),
                                   ("nano-04", other_team, ["delete", "end", "rename"])):
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)

@@ -63,6 +63,7 @@ SWEEP_ID, POINT_ID, POINT_KEY, GRID_KEY = "bench.sweep_id", "bench.point_id", "b
 COMMIT, UNSTABLE, LABEL, EVENTS = "bench.commit", "bench.unstable", "bench.label", "bench.events"
 CONDITIONS = "bench.conditions"  # why a timed window was not clean: throttled, a shared GPU, a clock that fell
 DESCRIPTION, RUN_NAME, PARENT_RUN = "mlflow.note.content", "mlflow.runName", "mlflow.parentRunId"
+MAKER = "mlflow.user"  # the account that made the run (on the team server, only it may change the run)
 PARENT, CHILD = "parent", "point"  # values of ROLE
 DISCARDED = "discarded"  # ROLE of a run cut off half-way that its account may not delete: in no table
 # Tags of a sweep's parent run: its state (COMPLETE when every point has a result of its own, INCOMPLETE when

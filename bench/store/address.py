@@ -14,6 +14,7 @@ from mlflow.exceptions import MlflowException
 from requests.exceptions import RequestException
 
 from bench.contract.errors import ConfigError
+from bench.contract.names import MAKER
 
 
 # What a server that is down, restarting or unreachable raises; a point's measurement then goes to the spool.
@@ -107,6 +108,12 @@ def store_error(uri: str, exc: BaseException) -> ConfigError:
     if "readonly" in cause or "read-only" in cause or "Permission denied" in cause:
         return ConfigError(f"tracking URI {redact(uri)} cannot be written ({cause}); nothing was measured")
     return ConfigError(f"tracking URI {redact(uri)} cannot be used: {cause}")
+
+
+def maker(uri: str) -> dict[str, str]:
+    """The tag naming the account that makes a run on a server (the team server lets only it change the run)."""
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    return {MAKER: user} if user and uri.startswith(("http://", "https://")) else {}
 
 
 def auth_message(uri: str, status: int) -> str:

@@ -28,7 +28,7 @@ from bench.contract.protocol import EXECUTOR_FAILURE, FAILED, STATUSES, now_ms
 from bench.store import record
 from bench.store.database import check_database
 from bench.store.address import SERVER_ERRORS, Unreachable, auth_message, bounded_http, check_reachable, check_uri, \
-    error_line, redact, sqlite_path, store_error, tracking_uri
+    error_line, maker, redact, sqlite_path, store_error, tracking_uri
 from bench.store.locks import file_lock, process_gone, process_token, store_lock
 from bench.store.record import PointRecord
 from bench.store.views import SAVED_VIEW, sweep_view
@@ -160,7 +160,12 @@ class Store:
             gone = process_gone(token)
             quiet_s = (now_ms() - int(run.data.tags.get(HEARTBEAT_MS, run.info.start_time))) / 1000
             if gone or (gone is None and quiet_s > ABANDONED_AFTER_S):
-                self.client.set_tag(run.info.run_id, names.STATE, names.INCOMPLETE)
+                try:
+                    self.client.set_tag(run.info.run_id, names.STATE, names.INCOMPLETE)
+                except MlflowException as exc:
+                    if exc.get_http_status_code() != 403:
+                        raise
+                    continue  # another account's sweep on a team server (bench.store.server_auth): its device settles it
                 self.client.set_terminated(run.info.run_id, record.KILLED_RUN)
                 log.info("sweep %s (run %s) was abandoned by %s; marked KILLED, incomplete (its grid resumes it)",
                          run.data.tags.get(names.SWEEP_ID), run.info.run_id, token or "an unknown process")
@@ -212,7 +217,7 @@ class Store:
             if sweep.get("label"):
                 tags[names.LABEL] = sweep["label"]
             run = self.client.create_run(self.experiment_id, start_time=sweep["started_ms"], run_name=sweep["name"],
-                                         tags=tags)
+                                         tags={**tags, **maker(self.uri)})
             params = [Param(key[:250], str(value)[:6000]) for key, value in sweep["params"].items()]
             if params:
                 self.client.log_batch(run.info.run_id, params=params)
@@ -294,7 +299,7 @@ class Store:
     def upload(self, point: PointRecord, parent_id: str | None) -> str:
         """Create the point's run with everything in it, terminated last, so a run cut off half-way stays
         RUNNING and is replaced by the next attempt."""
-        tags = {**point.tags, **({names.PARENT_RUN: parent_id} if parent_id else {})}
+        tags = {**point.tags, **({names.PARENT_RUN: parent_id} if parent_id else {}), **maker(self.uri)}
         run = self.client.create_run(self.experiment_id, start_time=point.start_ms, tags=tags, run_name=point.name)
         run_id = run.info.run_id
         self.client.log_batch(run_id, metrics=[Metric(k, v, point.end_ms, 0) for k, v in point.metrics.items()],
@@ -310,7 +315,7 @@ class Store:
     @bounded
     def upload_once(self, point: PointRecord, parent_id: str | None) -> tuple[str, bool]:
         """The point's run, uploaded unless a complete run with its ``bench.point_id`` is there already; a run
-        cut off half-way by an earlier attempt is deleted first. (run id, uploaded now)."""
+        cut off half-way by an earlier attempt is discarded first (``_discard``). (run id, uploaded now)."""
         existing = self.client.search_runs([self.experiment_id], f"tags.`{names.POINT_ID}` = '{point.point_id}' "
                                                                   f"and tags.`{names.ROLE}` = '{CHILD}'")
         complete = [run for run in existing if run.info.status in record.TERMINATED]
