@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from bench.contract.records import Measurement, Plan
 from bench.store.record import histogram_figure
 from conftest import ROOT, SMALL, points
 from synthetic import plan
@@ -117,7 +118,8 @@ def test_the_histogram_shows_the_variant_beside_raw_on_shared_bins():
     raw = list(2.5 * np.exp(rng.normal(0, 0.05, 300))) + [40.0]  # Raw with a heavy tail
     made = plan("resnet18", "inductor", "fp16", 256, {"device.label": "NVIDIA H200"})
     made["resolution"]["variant"] = "inductor+cudagraphs"
-    measurement = {"latencies_ms": variant, "raw_latencies_ms": raw, "plan": made}
+    measurement = Measurement(Plan.from_json(made), {})
+    measurement.update(latencies_ms=variant, raw_latencies_ms=raw)
     axes = histogram_figure(measurement).axes[0]
     variant_bars, raw_bars = axes.containers
     edges = [[patch.get_x() for patch in bars] for bars in (variant_bars, raw_bars)]
