@@ -57,7 +57,7 @@ def main() -> int:
             start = time.perf_counter()
             measurement = device.measure(resolved["plan"])
             times.append((time.perf_counter() - start) * 1e3)
-            assert measurement["status"] == "skipped", measurement
+            assert measurement.status == "skipped", measurement.to_json()
     finally:
         device.stop()
     print(f"{device.where}: Python {facts['python']}, torch {facts['packages'].get('torch')}, "
