@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What the tests need beyond `pip install -e ".[dev]"`, installed once (about 2 minutes and 7 GB):
 #  - Debian's openssh-server (a real sshd on 127.0.0.1), chromium (the MLflow UI test) and postgresql (the team
-#    server's database; the tests run throw-away clusters with its initdb and pg_ctl, never Debian's own cluster);
+#    server's database; the tests run throw-away clusters with its initdb and pg_ctl, never Debian's own cluster)
+#    and faketime (libfaketime: a sweep whose device clock is hours off);
 #  - the Jetsons' stock Python stacks as virtual environments under ~/.cache/trt-bench-tests:
 #      py36: Python 3.6 + torch 1.10.0, torchvision 0.11.1, onnx 1.11.0, onnxruntime 1.10.0 (JetPack 4.6, the Nano)
 #      py38: Python 3.8 + torch 2.1, torchvision 0.16 (JetPack 5.1, a Xavier)
@@ -10,12 +11,13 @@ set -euo pipefail
 ENVS="${TRT_BENCH_TEST_ENVS:-$HOME/.cache/trt-bench-tests}"
 
 if ! [ -x /usr/sbin/sshd ] || ! command -v chromium > /dev/null || ! compgen -G "/usr/lib/postgresql/*/bin/initdb" \
-        > /dev/null || ! command -v psql > /dev/null; then
+        > /dev/null || ! command -v psql > /dev/null || ! command -v faketime > /dev/null; then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server chromium postgresql > /dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server chromium postgresql faketime > /dev/null
     else
-        echo "tests/setup.sh: install Debian's openssh-server, chromium and postgresql (as root), then run this again" >&2
+        echo "tests/setup.sh: install Debian's openssh-server, chromium, postgresql and faketime (as root), then run" \
+             "this again" >&2
         exit 1
     fi
 fi

@@ -64,6 +64,8 @@ COMMIT, UNSTABLE, LABEL, EVENTS = "bench.commit", "bench.unstable", "bench.label
 CONDITIONS = "bench.conditions"  # why a timed window was not clean: throttled, a shared GPU, a clock that fell
 DESCRIPTION, RUN_NAME, PARENT_RUN = "mlflow.note.content", "mlflow.runName", "mlflow.parentRunId"
 MAKER = "mlflow.user"  # the account that made the run (on the team server, only it may change the run)
+# Seconds added to the measuring machine's clock to record the run in the store's (its clock was off).
+CLOCK_OFFSET_S = "bench.clock_offset_s"
 PARENT, CHILD = "parent", "point"  # values of ROLE
 DISCARDED = "discarded"  # ROLE of a run cut off half-way that its account may not delete: in no table
 # Tags of a sweep's parent run: its state (COMPLETE when every point has a result of its own, INCOMPLETE when

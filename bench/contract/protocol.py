@@ -178,6 +178,15 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+# Clocks that disagree by less than this are taken to agree (a server's Date header has 1-second steps).
+CLOCK_TOLERANCE_MS = 60 * 1000
+
+
+def clock_offset(offset_ms: float) -> int:
+    """What to add to one clock's times to read them in the other's: 0 within the tolerance."""
+    return int(round(offset_ms)) if abs(offset_ms) > CLOCK_TOLERANCE_MS else 0
+
+
 def encode(message: dict) -> bytes:
     """One message as one line (NaN stays NaN: both ends are Python)."""
     return (json.dumps(message, sort_keys=True) + "\n").encode("utf-8")

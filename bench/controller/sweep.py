@@ -23,7 +23,7 @@ from pathlib import Path
 from bench.contract import exits, names
 from bench.contract.errors import ConfigError
 from bench.contract.names import DEVICE_LABEL, HOST_NAME, TIMING_UNSTABLE
-from bench.contract.protocol import EXECUTOR_FAILURE, FAILED, OK, OUT_OF_MEMORY, SKIPPED, now_ms
+from bench.contract.protocol import EXECUTOR_FAILURE, FAILED, OK, OUT_OF_MEMORY, SKIPPED, clock_offset, now_ms
 from bench.contract.records import Measurement, Plan, failed_measurement, skipped_measurement
 from bench.contract.results import write_file_atomic
 from bench.controller.baselines import Baselines
@@ -82,6 +82,7 @@ class SweepContext:
     sweep: dict | None
     parent_id: str | None = None
     recorded: dict[str, str] = field(default_factory=dict)  # point key -> where the sweep already holds it
+    clock_offset_ms: int = 0  # added to the device's times to record them in the store's clock
 
 
 def write_plans(grid: Grid, sweep: dict, out: str) -> Path:
@@ -143,7 +144,7 @@ def _save(context: SweepContext, measurement: Measurement) -> str:
     """Record the measurement; when the store cannot take it, spool it (nothing measured is ever lost)."""
     store = context.store
     try:
-        point = record.record_from(measurement)
+        point = record.record_from(measurement, context.clock_offset_ms)
         if store is None or not store.online:
             raise ConnectionError("the store was unreachable when the sweep started")
         if context.sweep is not None and context.parent_id is None:
@@ -209,6 +210,7 @@ def run_sweep(grid: Grid, multirun: bool, pinned_sweep: str | None = None, lock_
                 on_device(facts)
             plans = _resolve(device, grid)
             context.store = _open_store(grid)
+            context.clock_offset_ms = clock_offset(now_ms() - facts["clock_ms"]) + context.store.clock_offset_ms
             if multirun:
                 _open_sweep(grid, context, outcome, pinned_sweep, lock_dir)
             _measure_all(plans, facts, device, context, outcome)

@@ -19,7 +19,7 @@ from typing import Callable, Optional, Tuple
 
 from bench.device import fingerprint
 from bench.contract.errors import ConfigError
-from bench.contract.protocol import OK, POINT_FAILURE, PROTOCOL, PlanError, decode, encode, error_reply
+from bench.contract.protocol import OK, POINT_FAILURE, PROTOCOL, PlanError, decode, encode, error_reply, now_ms
 from bench.contract.records import Measurement, Plan, failed_measurement
 from bench.contract.names import DEVICE_CC, DEVICE_KIND, DEVICE_LABEL, LATENCY_MS
 
@@ -150,6 +150,7 @@ def collect_facts() -> dict:
         devices.append({"device": "cuda:{}".format(index), "label": fingerprint.device_label(host, cuda),
                         "cc": cuda[DEVICE_CC]})
     facts["devices"] = devices
+    facts["clock_ms"] = now_ms()  # the controller compares it with its own clock
     return facts
 
 

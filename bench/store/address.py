@@ -2,7 +2,9 @@
 retry limits, and each failure as one line that never shows a password."""
 from __future__ import annotations
 
+import email.utils
 import os
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -15,6 +17,7 @@ from requests.exceptions import RequestException
 
 from bench.contract.errors import ConfigError
 from bench.contract.names import MAKER
+from bench.contract.protocol import clock_offset
 
 
 # What a server that is down, restarting or unreachable raises; a point's measurement then goes to the spool.
@@ -62,6 +65,22 @@ def check_uri(uri: str, server: bool = False) -> None:
         folder = Path(uri.removeprefix("file://").removeprefix("file:")).parent
         if not folder.is_dir():
             raise ConfigError(f"tracking URI {uri}: folder {folder} does not exist (create it first)")
+
+
+def server_clock_offset_ms(uri: str, timeout_s: float = 5.0) -> int:
+    """Milliseconds to add to this machine's clock to read a tracking server's (its HTTP Date header), 0 within
+    a minute or where there is no server to ask: a device whose clock is hours off records in the server's time."""
+    if not uri.startswith(("http://", "https://")):
+        return 0
+    try:
+        sent = time.time()
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as answer:
+            date = answer.headers.get("Date")
+        received = time.time()
+        server = email.utils.parsedate_to_datetime(date).timestamp() + 0.5  # the header truncates to the second
+    except (OSError, ValueError, TypeError):
+        return 0
+    return clock_offset((server - (sent + received) / 2) * 1000)
 
 
 def check_reachable(uri: str, timeout_s: float = 5.0) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from bench.contract.names import (
-    ACC_PIXEL_AGREEMENT, ACC_TOP1, LATENCY_MS, RAW_LATENCY_MS, RAW_THROUGHPUT, REPEATS, SPEEDUP, THROUGHPUT,
+    ACC_PIXEL_AGREEMENT, ACC_TOP1, CLOCK_OFFSET_S, LATENCY_MS, RAW_LATENCY_MS, RAW_THROUGHPUT, REPEATS, SPEEDUP, THROUGHPUT,
     THROUGHPUT_SPEEDUP, high_of, low_of, ACC_TOP1_AGREEMENT, BACKEND_REQUESTED, BACKEND_VARIANT, CHILD, COMMIT, CONDITIONS,
     CPU_MODEL, DESCRIPTION, DEVICE_LABEL, DEVICE_NAME, ENERGY_MJ_PER_IMAGE, EVENTS, FAILURE, GPU_MS, GPU_SPEEDUP,
     HOST_NAME, INPUT_SHAPE, KIND, MODEL_TASK, POINT_ID, POINT_KEY, REASON, ROLE, RUN_NAME, STATUS, SWEEP_ID,
@@ -262,13 +262,18 @@ def artifacts(measurement: Measurement) -> dict[str, str | bytes]:
     return found
 
 
-def record_from(measurement: Measurement) -> PointRecord:
-    """The store's view of one measurement."""
+def record_from(measurement: Measurement, clock_offset_ms: int = 0) -> PointRecord:
+    """The store's view of one measurement; ``clock_offset_ms`` moves its times from the measuring machine's clock
+    into the store's (bench.contract.protocol.clock_offset)."""
     plan = measurement.plan
+    found = tags(measurement)
+    if clock_offset_ms:
+        found[CLOCK_OFFSET_S] = f"{clock_offset_ms / 1000:.0f}"
+    start = measurement.started_ms + clock_offset_ms
     return PointRecord(
         point_id=measurement.point_id, name=plan.name,
         run_status=FAILED_RUN if measurement.status == FAILED else FINISHED_RUN,
-        start_ms=measurement.started_ms, end_ms=measurement.ended_ms or measurement.started_ms,
-        params=params(plan, measurement.details), tags=tags(measurement),
+        start_ms=start, end_ms=(measurement.ended_ms or measurement.started_ms) + clock_offset_ms,
+        params=params(plan, measurement.details), tags=found,
         metrics={k: float(v) for k, v in measurement.metrics.items()}, artifacts=artifacts(measurement),
         sweep=plan.sweep)

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.contract.errors import ConfigError, OneLineParser
+from bench.contract.records import Measurement
 from bench.store.record import PointRecord, record_from
 from bench.store.spool import DEFAULT_SPOOL_DIR, Spool
 from bench.store.address import SERVER_ERRORS, Unreachable, error_line, redact
@@ -63,6 +65,11 @@ def _parent(store: Store, point: PointRecord, parents: dict) -> str | None:
     return parents[key][1]
 
 
+def _measured_here(loaded: Measurement | PointRecord) -> bool:
+    """A measurement this machine took, whose clock's offset from the server's this machine can tell."""
+    return isinstance(loaded, Measurement) and loaded.tags.get(HOST_NAME) == socket.gethostname()
+
+
 def sync(spool: Spool, uri: str | None = None) -> SyncReport:
     """Upload every entry, oldest first; stop at the first store error and leave the rest for next time."""
     report = SyncReport()
@@ -88,6 +95,8 @@ def sync(spool: Spool, uri: str | None = None) -> SyncReport:
                     stores[target] = Store(_tracking(*target), spool_allowed=False)
                     stores[target].settle_abandoned()
                 store = stores[target]
+                if store.clock_offset_ms and _measured_here(loaded):  # in the server's clock, like a live sweep
+                    point = record_from(loaded, store.clock_offset_ms)
                 run_id, uploaded = store.upload_once(point, _parent(store, point, parents))
             except (Unreachable, *SERVER_ERRORS) as exc:
                 report.left = len(entries) - index + 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import socket
 import tempfile
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -22,13 +23,13 @@ from mlflow.tracking import MlflowClient
 
 from bench.contract import names
 from bench.contract.errors import ConfigError
-from bench.contract.names import CHILD, CONTROLLER, CONTROLLER_PROCESS, HEARTBEAT_MS, LAST_WRITE_MS, PARENT, \
-    POINTS_PLANNED
+from bench.contract.names import CHILD, CLOCK_OFFSET_S, CONTROLLER, CONTROLLER_PROCESS, HEARTBEAT_MS, LAST_WRITE_MS, \
+    PARENT, POINTS_PLANNED
 from bench.contract.protocol import EXECUTOR_FAILURE, FAILED, STATUSES, now_ms
 from bench.store import record
 from bench.store.database import check_database
 from bench.store.address import SERVER_ERRORS, Unreachable, auth_message, bounded_http, check_reachable, check_uri, \
-    error_line, maker, redact, sqlite_path, store_error, tracking_uri
+    error_line, maker, redact, server_clock_offset_ms, sqlite_path, store_error, tracking_uri
 from bench.store.locks import file_lock, process_gone, process_token, store_lock
 from bench.store.record import PointRecord
 from bench.store.views import SAVED_VIEW, sweep_view
@@ -73,6 +74,7 @@ class Store:
         self.spool_dir = Path(tracking["spool_dir"]).expanduser() if tracking.get("spool_dir") and spool_allowed \
             else None
         self._experiment_id: str | None = None
+        self.clock_offset_ms = 0  # added to this machine's times to record them in the server's clock
         unusable = check_database(self.uri, redact(self.uri))
         if unusable:
             raise ConfigError(unusable)
@@ -84,6 +86,11 @@ class Store:
         try:
             check_reachable(self.uri)
             self._experiment_id = self._connect()
+            self.clock_offset_ms = server_clock_offset_ms(self.uri)
+            if self.clock_offset_ms:
+                log.warning("this machine's clock is %.0f s %s the tracking server's; runs are recorded in the "
+                            "server's time (tag %s)", abs(self.clock_offset_ms) / 1000,
+                            "behind" if self.clock_offset_ms > 0 else "ahead of", CLOCK_OFFSET_S)
         except (Unreachable, *SERVER_ERRORS) as exc:
             if self.spool_dir is None or not self.uri.startswith(("http://", "https://")):
                 if isinstance(exc, ConfigError):
@@ -216,8 +223,12 @@ class Store:
                     CONTROLLER: sweep["controller"], POINTS_PLANNED: str(sweep["total"]), **owner}
             if sweep.get("label"):
                 tags[names.LABEL] = sweep["label"]
-            run = self.client.create_run(self.experiment_id, start_time=sweep["started_ms"], run_name=sweep["name"],
-                                         tags={**tags, **maker(self.uri)})
+            # A sweep this machine started is recorded in the server's clock (another machine's: as it came).
+            shift = self.clock_offset_ms if sweep.get("controller") == socket.gethostname() else 0
+            if shift:
+                tags[CLOCK_OFFSET_S] = f"{shift / 1000:.0f}"
+            run = self.client.create_run(self.experiment_id, start_time=sweep["started_ms"] + shift,
+                                         run_name=sweep["name"], tags={**tags, **maker(self.uri)})
             params = [Param(key[:250], str(value)[:6000]) for key, value in sweep["params"].items()]
             if params:
                 self.client.log_batch(run.info.run_id, params=params)
