@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,6 +139,22 @@ def points(store: str) -> list:
 
 def parents(store: str) -> list:
     return [r for r in runs(store) if r.data.tags.get("bench.role") == "parent"]
+
+
+def wait_until_up(server, timeout_s: float) -> None:
+    """Poll a just-started ``mlflow server``'s /health until it answers (``server``: its ``process``, ``uri``,
+    ``log()`` and ``stop()``); its log in the error when it exits or never answers."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"mlflow server exited: {server.log()[-3000:]}")
+        try:
+            urllib.request.urlopen(f"{server.uri}/health", timeout=2).close()
+            return
+        except OSError:
+            time.sleep(0.5)
+    server.stop()
+    raise RuntimeError(f"mlflow server not up within {timeout_s} s: {server.log()[-3000:]}")
 
 
 def free_port() -> int:

@@ -11,8 +11,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +18,7 @@ import pytest
 
 from bench.store.tracking import EXPERIMENT_KIND
 
-from conftest import ROOT, free_port, missing
+from conftest import ROOT, free_port, missing, wait_until_up
 from test_server import MlflowServer
 
 SCRIPT = ROOT / "deploy" / "mlflow-server.sh"
@@ -98,17 +96,7 @@ class TeamServer(MlflowServer):
         with open(self.folder / "server.log", "ab") as log_file:
             self.process = subprocess.Popen(["bash", str(SCRIPT), "start"], cwd=self.folder, env=env,
                                             stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"mlflow server exited: {self.log()[-3000:]}")
-            try:
-                urllib.request.urlopen(f"{self.uri}/health", timeout=2).close()
-                return
-            except OSError:
-                time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"mlflow server not up within {timeout_s} s: {self.log()[-3000:]}")
+        wait_until_up(self, timeout_s)
 
 
 @pytest.fixture

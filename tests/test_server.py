@@ -8,14 +8,13 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import SMALL, free_port, run_cli, runs
+from conftest import SMALL, free_port, run_cli, runs, wait_until_up
 
 
 @dataclass
@@ -50,17 +49,7 @@ class MlflowServer:
             # Its own process group, so stop() reaches the uvicorn worker it starts too.
             self.process = subprocess.Popen(command, cwd=self.folder, env=env, stdout=log_file,
                                             stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"mlflow server exited: {self.log()[-3000:]}")
-            try:
-                urllib.request.urlopen(f"{self.uri}/health", timeout=2).close()
-                return
-            except OSError:
-                time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"mlflow server not up within {timeout_s} s: {self.log()[-3000:]}")
+        wait_until_up(self, timeout_s)
 
     def stop(self) -> None:
         """SIGTERM to the server's process group, SIGKILL for whatever is left after 30 s."""
