@@ -14,7 +14,6 @@ from bench.contract.fields import GROUPS, NAMED, REQUIRED, SETTINGS
 from bench.contract.protocol import FAILED, SKIPPED, check_plan, digest, now_ms
 
 
-
 def _group_record(group: str) -> type:
     """A config group's record; its fields with a declared default may be left out (from the last one back)."""
     declared = GROUPS[group]
@@ -28,7 +27,7 @@ def _group_record(group: str) -> type:
     return record
 
 
-GROUP_RECORDS = {group: _group_record(group) for group in ("model", "input", "timing", "calibration", "accuracy")}
+GROUP_RECORDS = {group: _group_record(group) for group in GROUPS}
 Model, Input, Timing, Calibration, Accuracy = GROUP_RECORDS.values()
 
 
@@ -49,9 +48,7 @@ class Plan(namedtuple("Plan", _PLAN_FIELDS)):
     __slots__ = ()
 
     def to_json(self) -> dict:
-        data = self._asdict()
-        data.update({group: getattr(self, group)._asdict() for group in GROUPS})
-        data = {key: (dict(value) if key in GROUPS else value) for key, value in data.items()}
+        data = dict(self._asdict(), **{group: dict(getattr(self, group)._asdict()) for group in GROUPS})
         if self.resolution is None:
             del data["resolution"]
         else:

@@ -67,31 +67,26 @@ def check_uri(uri: str, server: bool = False) -> None:
             raise ConfigError(f"tracking URI {uri}: folder {folder} does not exist (create it first)")
 
 
-def server_clock_offset_ms(uri: str, timeout_s: float = 5.0) -> int:
-    """Milliseconds to add to this machine's clock to read a tracking server's (its HTTP Date header), 0 within
-    a minute or where there is no server to ask: a device whose clock is hours off records in the server's time."""
+def check_reachable(uri: str, timeout_s: float = 5.0) -> int:
+    """An http(s) server that does not answer: Unreachable, before any work. Otherwise the milliseconds to add to
+    this machine's clock to read the server's (its HTTP Date header; 0 within a minute, or with no server to ask):
+    a device whose clock is hours off records in the server's time."""
     if not uri.startswith(("http://", "https://")):
         return 0
+    sent = time.time()
     try:
-        sent = time.time()
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as answer:
             date = answer.headers.get("Date")
-        received = time.time()
+    except urllib.error.HTTPError as exc:
+        date = exc.headers.get("Date")  # the server answered: reachable (the login is checked by the first real call)
+    except (OSError, ValueError) as exc:
+        raise Unreachable(f"tracking URI {redact(uri)} cannot be reached: {getattr(exc, 'reason', exc)}") from None
+    received = time.time()
+    try:
         server = email.utils.parsedate_to_datetime(date).timestamp() + 0.5  # the header truncates to the second
-    except (OSError, ValueError, TypeError):
+    except (TypeError, ValueError):
         return 0
     return clock_offset((server - (sent + received) / 2) * 1000)
-
-
-def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
-    """An http(s) server that does not answer: Unreachable, before any work."""
-    if uri.startswith(("http://", "https://")):
-        try:
-            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s).close()
-        except urllib.error.HTTPError:
-            return  # the server answered: reachable (the login is checked by the first real call)
-        except (OSError, ValueError) as exc:
-            raise Unreachable(f"tracking URI {redact(uri)} cannot be reached: {getattr(exc, 'reason', exc)}") from None
 
 
 @contextmanager

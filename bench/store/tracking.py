@@ -29,7 +29,7 @@ from bench.contract.protocol import EXECUTOR_FAILURE, FAILED, STATUSES, now_ms
 from bench.store import record
 from bench.store.database import check_database
 from bench.store.address import SERVER_ERRORS, Unreachable, auth_message, bounded_http, check_reachable, check_uri, \
-    error_line, maker, redact, server_clock_offset_ms, sqlite_path, store_error, tracking_uri
+    error_line, maker, redact, sqlite_path, store_error, tracking_uri
 from bench.store.locks import file_lock, process_gone, process_token, store_lock
 from bench.store.record import PointRecord
 from bench.store.views import SAVED_VIEW, sweep_view
@@ -84,9 +84,9 @@ class Store:
         except Exception as exc:  # noqa: BLE001 - MLflow and SQLAlchemy raise many types for a bad store
             raise store_error(self.uri, exc) from None
         try:
-            check_reachable(self.uri)
+            offset_ms = check_reachable(self.uri)
             self._experiment_id = self._connect()
-            self.clock_offset_ms = server_clock_offset_ms(self.uri)
+            self.clock_offset_ms = offset_ms
             if self.clock_offset_ms:
                 log.warning("this machine's clock is %.0f s %s the tracking server's; runs are recorded in the "
                             "server's time (tag %s)", abs(self.clock_offset_ms) / 1000,
