@@ -90,14 +90,26 @@ def test_a_finished_sweep_run_again_while_the_server_is_down_measures_nothing_tw
         server.stop()
 
 
+def long_sweep(tmp_path: Path, cache_dir: Path, ignored: tuple[signal.Signals, ...] = ()) -> subprocess.Popen:
+    """A two-point sweep that times for a minute, started as from a terminal: every signal at its default but
+    ``ignored``. Whoever runs the tests may be a background job (SIGINT ignored) or under nohup (SIGHUP ignored),
+    and a child inherits what its parent ignores: without this, SIGINT reached a sweep that could not hear it."""
+    def dispositions() -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN if signum in ignored else signal.SIG_DFL)
+
+    with open(tmp_path / "sweep.log", "w") as out:
+        return subprocess.Popen([sys.executable, str(ROOT / "run.py"), "-m", *SMALL, "backend=pytorch",
+                                 "timing.min_s=60", "precision=fp32,bf16",
+                                 f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"cache_dir={cache_dir}"], cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
+                                preexec_fn=dispositions)
+
+
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM", "SIGINT"])
 def test_a_stopped_sweep_leaves_no_process_behind_and_says_so_in_one_line(how, tmp_path, cache_dir):
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     log = tmp_path / "sweep.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "-m", *SMALL, "backend=pytorch",
-                                 "timing.min_s=60", "precision=fp32,bf16", f"tracking.uri={store}",
-                                 f"cache_dir={cache_dir}"], cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+    proc = long_sweep(tmp_path, cache_dir)
     try:
         wait_for(lambda text: "timing pytorch" in text, log, proc)
         below = descendants(proc.pid)
@@ -123,6 +135,23 @@ def test_a_stopped_sweep_leaves_no_process_behind_and_says_so_in_one_line(how, t
     assert text.strip().splitlines()[-1].startswith(f"interrupted ({how}): 0 point(s) measured")
     assert parent.info.status == "KILLED" and parent.data.tags["bench.sweep_state"] == "incomplete"
 
+
+
+def test_a_sweep_under_nohup_outlives_a_hangup(tmp_path, cache_dir):
+    """nohup ignores SIGHUP so that a nightly outlives its terminal: the sweep keeps it ignored."""
+    log = tmp_path / "sweep.log"
+    proc = long_sweep(tmp_path, cache_dir, ignored=(signal.SIGHUP,))
+    try:
+        wait_for(lambda text: "timing pytorch" in text, log, proc)
+        proc.send_signal(signal.SIGHUP)
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=3)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "interrupted (SIGHUP)" not in log.read_text() and "interrupted (SIGTERM)" in log.read_text()
 
 @contextlib.contextmanager
 def read_only(*paths: Path):

@@ -1,12 +1,14 @@
 """SIGTERM and SIGHUP as an exception, like Ctrl-C's KeyboardInterrupt: a sweep stopped by any of them closes
-its parent run and kills its worker before it exits."""
+its parent run and kills its worker before it exits.
+
+A signal the sweep was started ignoring stays ignored: ``nohup`` ignores SIGHUP so that a nightly outlives its
+terminal, and a shell's background job ignores SIGINT (Python then installs no KeyboardInterrupt for it).
+"""
 from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-
 
 
 class Interrupted(BaseException):
@@ -23,7 +25,8 @@ def signals_interrupt() -> Iterator[None]:
     def handler(signum, _frame):
         raise Interrupted(signum)
 
-    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    taken = [signum for signum in (signal.SIGTERM, signal.SIGHUP) if signal.getsignal(signum) != signal.SIG_IGN]
+    previous = {signum: signal.signal(signum, handler) for signum in taken}
     try:
         yield
     finally:
