@@ -123,8 +123,9 @@ def test_a_flat_folder_and_images_that_do_not_decode(tmp_path, cache_dir):
     ({"cats": ["chelsea.png"]}, "class folder 'cats' is not a known label (name class folders by ImageNet class "
                                 "index"),
     ({"1234": ["chelsea.png"]}, "class folder '1234' is not one of ImageNet's 1000 classes"),
-    ({"n02123045": ["chelsea.png"]}, "is an ImageNet wnid, but the 1000-class order is unknown: put ImageNet's "
-                                     "LOC_synset_mapping.txt"),
+    ({"n02123045": ["chelsea.png"], "n99999999": ["coffee.png"]},
+     "class folder 'n99999999' is not one of ImageNet's 1000 classes (it looks like a wnid, but is not in "
+     "ILSVRC-2012's 1000 wnids)"),
 ])
 def test_a_folder_that_cannot_be_labelled_is_one_line_before_any_work(layout, message, tmp_path):
     folder = tmp_path / "images"
@@ -153,6 +154,48 @@ def test_wnid_folders_take_their_class_order_from_the_synset_file(tmp_path):
     (folder / "LOC_synset_mapping.txt").write_text("".join(f"{wnid} class {i}\n" for i, wnid in enumerate(order)))
     found = images.scan(str(folder), "accuracy.folder")
     assert found.labels == [281, 967] and found.layout == "imagefolder (wnid, order from LOC_synset_mapping.txt)"
+
+
+def test_the_shipped_class_order_is_ilsvrc_2012s_sorted_wnids():
+    from bench.device.imagenet_wnids import WNIDS
+
+    assert len(WNIDS) == len(set(WNIDS)) == 1000 and list(WNIDS) == sorted(WNIDS)
+    assert all(len(wnid) == 9 and wnid[0] == "n" and wnid[1:].isdigit() for wnid in WNIDS)
+    assert (WNIDS[0], WNIDS[281], WNIDS[999]) == ("n01440764", "n02123045", "n15075141")  # tench, tabby, tissue
+
+
+def test_wnid_folders_without_a_synset_file_measure_against_ilsvrc_2012s_order(tmp_path, cache_dir):
+    """Real photographs under wnid folders, no synset file: labelled by the shipped order, measured end to end."""
+    from PIL import Image
+
+    from bench.device import images
+
+    wnids = {"n02123045": ("chelsea.png", 281), "n07920052": ("coffee.png", 967),
+             "n03791053": ("motorcycle_left.png", 670), "n04008634": ("rocket.jpg", 744)}
+    folder = tmp_path / "wnids"
+    for wnid, (name, _) in wnids.items():
+        (folder / wnid).mkdir(parents=True)
+        with Image.open(skimage_data() / name) as photo:
+            photo.convert("RGB").save(folder / wnid / f"{Path(name).stem}.jpg", quality=90)
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = run_cli(*SMALL, "backend=pytorch", "input.batch_size=2", "accuracy=folder", f"accuracy.folder={folder}",
+                   f"tracking.uri={store}", f"cache_dir={cache_dir}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = points(store)
+    m, tags = run.data.metrics, run.data.tags
+    assert tags["bench.status"] == "ok" and tags["accuracy.labelled"] == "true"
+    assert "labels from imagefolder (wnid, order from ILSVRC-2012's 1000 wnids)" in tags["accuracy.inputs"]
+    rows = read_csv(MlflowClient(store), run.info.run_id, "predictions.csv")
+    expected = {f"{wnid}/{Path(name).stem}.jpg": str(index) for wnid, (name, index) in wnids.items()}
+    assert {Path(r["image"]).parent.name + "/" + Path(r["image"]).name: r["label"] for r in rows} == expected
+    assert m["acc_images"] == 4
+    assert m["acc_top1"] == pytest.approx(sum(r["converted_top1"] == r["label"] for r in rows) / len(rows))
+    assert m["ref_top1"] == pytest.approx(sum(r["reference_top1"] == r["label"] for r in rows) / len(rows))
+    # A synset file in the folder still gives the order.
+    order = sorted(wnids) + [f"n{i:08d}" for i in range(996)]
+    (folder / "LOC_synset_mapping.txt").write_text("".join(f"{wnid} class\n" for wnid in order))
+    found = images.scan(str(folder), "accuracy.folder")
+    assert sorted(set(found.labels)) == [0, 1, 2, 3] and "order from LOC_synset_mapping.txt" in found.layout
 
 
 def test_pretrained_weights_come_from_the_torch_cache_and_offline_the_error_names_the_file(tmp_path, cache_dir):

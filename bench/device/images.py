@@ -1,10 +1,10 @@
 """Image folders for calibration and accuracy: find the images and their labels, split, decode, preprocess.
 
 A folder is either an ImageFolder tree (one subfolder per class, named by ImageNet class index such
-as ``281``, or by wnid such as ``n02123045`` with the 1000-class order from a synset file in the
-folder) or a flat folder of unlabelled images. When calibration and accuracy read the same folder,
-they get disjoint parts of it (a stable split by path), unless ``calibration.share_images`` says
-otherwise; the split is part of the record.
+as ``281``, or by wnid such as ``n02123045``: class order from a synset file in the folder if there is
+one, else ILSVRC-2012's: the 1000 wnids sorted, which the suite carries) or a flat folder of unlabelled
+images. When calibration and accuracy read the same folder, they get disjoint parts of it (a stable split
+by path), unless ``calibration.share_images`` says otherwise; the split is part of the record.
 
 Preprocessing is torchvision's ImageNet recipe on PIL images, which every torchvision version has:
 resize the short side, centre-crop to the point's input size, scale to [0, 1], normalise. With
@@ -20,6 +20,7 @@ from typing import List, NamedTuple, Optional, Tuple
 import torch
 
 from bench.contract.errors import ConfigError
+from bench.device.imagenet_wnids import WNIDS
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_CROP = 0.875  # torchvision's classification presets: resize to 256, crop 224
 WNID = re.compile(r"^n\d{8}$")
-# Where an ImageFolder of wnids finds ImageNet's class order: one wnid per line, in class-index order.
+# A file in an ImageFolder of wnids that gives the class order (one wnid per line, in class-index order); without
+# one, the order is ILSVRC-2012's (WNIDS).
 SYNSET_FILES = ("LOC_synset_mapping.txt", "synsets.txt", "imagenet_synsets.txt")
 IMAGENET_CLASSES = 1000
 CALIBRATION_SHARE = 0.2  # the part of a shared folder that calibrates when calibration and accuracy read it
@@ -40,7 +42,7 @@ class ImageSet(NamedTuple):
     folder: str
     files: List[str]
     labels: Optional[List[int]]  # ImageNet class indices, or None for a flat (unlabelled) folder
-    layout: str  # "flat" | "imagefolder (class index)" | "imagefolder (wnid, order from <file>)"
+    layout: str  # "flat" | "imagefolder (class index)" | "imagefolder (wnid, order from <file or ILSVRC-2012>)"
 
 
 class Preset(NamedTuple):
@@ -67,20 +69,15 @@ def image_files(folder: str) -> List[str]:
     return sorted(found)
 
 
-def _class_order(folder: str, wnids: List[str], what: str) -> Tuple[dict, str]:
-    """wnid -> ImageNet class index, from a synset file in the folder or from a complete 1000-class tree."""
+def _class_order(folder: str) -> Tuple[dict, str]:
+    """wnid -> ImageNet class index, from a synset file in the folder, else ILSVRC-2012's order (sorted wnids)."""
     for name in SYNSET_FILES:
         path = os.path.join(folder, name)
         if os.path.isfile(path):
             with open(path) as handle:
                 order = [line.split()[0] for line in handle if line.strip()]
             return {wnid: index for index, wnid in enumerate(order)}, name
-    if len(wnids) == IMAGENET_CLASSES:
-        return {wnid: index for index, wnid in enumerate(sorted(wnids))}, "the 1000 class folders, sorted"
-    raise ConfigError(
-        "{} {!r}: class folder {!r} is an ImageNet wnid, but the 1000-class order is unknown: put ImageNet's "
-        "LOC_synset_mapping.txt (wnids in class order) into the folder, or name the class folders by class "
-        "index (e.g. 281)".format(what, folder, wnids[0]))
+    return {wnid: index for index, wnid in enumerate(WNIDS)}, "ILSVRC-2012's 1000 wnids"
 
 
 def scan(folder: str, what: str) -> ImageSet:
@@ -97,19 +94,20 @@ def scan(folder: str, what: str) -> ImageSet:
     if any(os.sep not in os.path.relpath(f, path) for f in files):
         raise ConfigError("{} {!r} mixes images at its top with class folders: use one layout".format(what, path))
     if all(name.isdigit() for name in classes):
-        index = {name: int(name) for name in classes}
+        index, known = {name: int(name) for name in classes}, ""
         layout = "imagefolder (class index)"
     elif all(WNID.match(name) for name in classes):
-        index, order = _class_order(path, classes, what)
+        index, order = _class_order(path)
         layout = "imagefolder (wnid, order from {})".format(order)
+        known = " (it looks like a wnid, but is not in {})".format(order)
     else:
         bad = next(name for name in classes if not (name.isdigit() or WNID.match(name)))
         raise ConfigError("{} {!r}: class folder {!r} is not a known label (name class folders by ImageNet class "
                           "index, e.g. 281, or wnid, e.g. n02123045)".format(what, path, bad))
     unknown = [name for name in classes if name not in index or not 0 <= index[name] < IMAGENET_CLASSES]
     if unknown:
-        raise ConfigError("{} {!r}: class folder {!r} is not one of ImageNet's {} classes".format(
-            what, path, unknown[0], IMAGENET_CLASSES))
+        raise ConfigError("{} {!r}: class folder {!r} is not one of ImageNet's {} classes{}".format(
+            what, path, unknown[0], IMAGENET_CLASSES, known))
     labels = [index[os.path.relpath(f, path).split(os.sep)[0]] for f in files]
     return ImageSet(path, files, labels, layout)
 
