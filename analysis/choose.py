@@ -11,7 +11,7 @@ on the same images; noise-only accuracy is never used for it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
@@ -25,6 +25,9 @@ from bench.contract.names import (
     ACC_PIXEL_AGREEMENT, ACC_TOP1, ACC_TOP1_AGREEMENT, LATENCY_MS, REF_TOP1, THROUGHPUT, high_of, low_of)
 
 
+UNSTABLE_TAKEN = "recommended, unstable"
+
+
 @dataclass(frozen=True)
 class Budget:
     """How much accuracy a faster variant may cost; stated in every recommendation."""
@@ -32,6 +35,7 @@ class Budget:
     max_top1_drop: float | None = None  # percentage points of top-1 below eager fp32 on the same labelled images
     min_agreement: float | None = None  # share of top-1 classes (or pixels) that agree with eager fp32
     allow_unstable: bool = False  # take runs tagged unstable or measured under load as they are
+    chosen_for: str = ""  # why this budget, when the data chose it rather than the user
 
     def validate(self) -> None:
         if self.max_top1_drop is None and self.min_agreement is None:
@@ -49,7 +53,8 @@ class Budget:
         if self.min_agreement is not None:
             parts.append(f"top-1 / pixel agreement with eager fp32 at least {100 * self.min_agreement:g} %")
         stable = "" if self.allow_unstable else "; unstable or throttled measurements are turned down"
-        return "Budget: " + " and ".join(parts) + stable + "."
+        why = f" (the default {self.chosen_for})" if self.chosen_for else ""
+        return f"Budget{why}: " + " and ".join(parts) + stable + "."
 
 
 @dataclass
@@ -62,6 +67,7 @@ class Choice:
     scenario: str
     chosen: pd.Series | None
     rejected: list[tuple[pd.Series, str]]  # faster candidates (and failed ones), each with why not
+    unstable_taken: bool = False  # no stable candidate was within the budget, so unstable ones were taken as they are
 
 
 def variant_label(point: pd.Series) -> str:
@@ -106,20 +112,31 @@ def recommend(points: pd.DataFrame, budget: Budget) -> list[Choice]:
     choices = []
     for (device, model, shape, scenario), group in points.groupby(["device", "model", "input_shape", "scenario"],
                                                                   sort=True):
-        ok = group[group["status"] == OK]
-        speed, ascending = (THROUGHPUT, False) if scenario == "throughput" else (LATENCY_MS, True)
-        ordered = ok.sort_values(speed, ascending=ascending, kind="stable")
-        rejected, chosen = [], None
-        for _, point in ordered.iterrows():
-            why = verdict(point, budget)
-            if why is None:
-                chosen = point
-                break
-            rejected.append((point, why))
-        for _, point in group[group["status"] != OK].iterrows():
-            rejected.append((point, verdict(point, budget)))
-        choices.append(Choice(device, model, shape, scenario, chosen, rejected))
+        choice = _choose(group, budget, (device, model, shape, scenario))
+        if choice.chosen is None and not budget.allow_unstable:
+            # Every candidate within the budget was unstable (a noisy machine): still answer, and say so.
+            relaxed = _choose(group, replace(budget, allow_unstable=True), (device, model, shape, scenario))
+            if relaxed.chosen is not None:
+                choice = replace(relaxed, unstable_taken=True)
+        choices.append(choice)
     return choices
+
+
+def _choose(group: pd.DataFrame, budget: Budget, where: tuple[str, str, str, str]) -> Choice:
+    """The fastest ok candidate of one device x model x input x scenario within the budget, and the rest."""
+    scenario = where[3]
+    ok = group[group["status"] == OK]
+    speed, ascending = (THROUGHPUT, False) if scenario == "throughput" else (LATENCY_MS, True)
+    rejected, chosen = [], None
+    for _, point in ok.sort_values(speed, ascending=ascending, kind="stable").iterrows():
+        why = verdict(point, budget)
+        if why is None:
+            chosen = point
+            break
+        rejected.append((point, why))
+    for _, point in group[group["status"] != OK].iterrows():
+        rejected.append((point, verdict(point, budget)))
+    return Choice(*where, chosen, rejected)
 
 
 def _speed(point: pd.Series, scenario: str) -> str:
@@ -143,38 +160,45 @@ def _accuracy(point: pd.Series) -> str:
     return f"agreement {100 * agreement:.1f} %{noise}"
 
 
-def default_budget(points: pd.DataFrame) -> Budget:
-    """The report's budget: 1 point of top-1 where images were labelled, else 99 % agreement with eager fp32."""
-    labelled = points[[ACC_TOP1, REF_TOP1]].notna().all(axis=1).any()
-    return Budget(max_top1_drop=1.0) if labelled else Budget(min_agreement=0.99)
+def default_budget(points: pd.DataFrame, allow_unstable: bool = False) -> Budget:
+    """The budget when none is given: 1 point of top-1 where images were labelled, else 99 % agreement with
+    eager fp32 (noise inputs carry no labels, so agreement is all they can be judged by)."""
+    if points[[ACC_TOP1, REF_TOP1]].notna().all(axis=1).any():
+        return Budget(max_top1_drop=1.0, allow_unstable=allow_unstable, chosen_for="for labelled images")
+    return Budget(min_agreement=0.99, allow_unstable=allow_unstable,
+                  chosen_for="without labelled images: agreement is all they can be judged by")
 
 
 def recommendation_table(choices: list[Choice], budget: Budget) -> Table:
     """The choices as one table: a row per device x model x input (the recommended variant), then its rejects."""
-    rows, index = [], []
+    rows, index, notes = [], [], [budget.describe()]
     for choice in choices:
         where = (choice.device, f"{choice.model} {input_label(choice.input_shape)}"
                  + ("" if choice.scenario == "latency" else f" {choice.scenario}"))
-        if choice.chosen is not None:
-            point = choice.chosen
-            index.append((*where, "recommended"))
-            rows.append([variant_label(point), _speed(point, choice.scenario), f"{point['speedup']:.2f}x",
-                         _accuracy(point), ""])
-        else:
+        point = choice.chosen
+        if point is None:
             index.append((*where, "recommended"))
             rows.append(["none within the budget", "", "", "", ""])
+        else:
+            index.append((*where, UNSTABLE_TAKEN if choice.unstable_taken else "recommended"))
+            rows.append([variant_label(point), _speed(point, choice.scenario), f"{point['speedup']:.2f}x",
+                         _accuracy(point), ""])
         for point, why in choice.rejected:
             index.append((*where, "turned down"))
             ok = point["status"] == OK
             rows.append([variant_label(point), _speed(point, choice.scenario) if ok else "",
                          f"{point['speedup']:.2f}x" if ok and math.isfinite(point["speedup"]) else "",
                          _accuracy(point) if ok else "", why])
+    if any(choice.unstable_taken for choice in choices):
+        notes.append(f"{UNSTABLE_TAKEN}: no stable measurement was within the budget, so this is the fastest "
+                     "within it among unstable ones; measure again (timing=thorough) before relying on it.")
+    notes.append("Speed: the time per call from the host's side (end-to-end latency), the median over the point's "
+                 "processes, in ms with its 95 % interval; or images/s in the throughput scenario. Speed-up: "
+                 "over eager fp32 timed in the same processes.")
     columns = ["variant", "speed", "speed-up (same run)", "accuracy", "why not"]
-    idx = pd.MultiIndex.from_tuples(index, names=["device", "model", ""]) if index else \
-        pd.MultiIndex.from_tuples([], names=["device", "model", ""])
+    idx = pd.MultiIndex.from_tuples(index, names=["device", "model", "verdict"]) if index else \
+        pd.MultiIndex.from_tuples([], names=["device", "model", "verdict"])
     cells = pd.DataFrame(rows, index=idx, columns=columns, dtype=object)
     values = pd.DataFrame(math.nan, index=idx, columns=columns, dtype=float)
     return Table("recommendation", "Recommendation: the fastest variant within the accuracy budget", values, cells,
-                 [budget.describe(), "Speed: end-to-end latency per call, the median over the point's processes "
-                                     "(ms, with its interval), or images/s in the throughput scenario; speed-up "
-                                     "over eager fp32 timed beside it in the same processes."])
+                 notes)

@@ -1,5 +1,6 @@
 """The fastest variant within an accuracy budget, per device and model, and the faster ones it turned down.
 
+    python -m analysis.recommend                                   # every sweep, the budget the data allows
     python -m analysis.recommend --latest --max-top1-drop 1.0      # labelled images: at most 1 point of top-1 lost
     python -m analysis.recommend --device xavier --min-agreement 0.99   # no labels: 99 % agreement with eager fp32
 
@@ -7,7 +8,10 @@ How candidates are chosen and turned down: analysis/choose.py. A top-1 budget is
 images (``accuracy=folder`` with class folders), against eager fp32 on the same images; noise-only
 accuracy is never used for it.
 
-Exit status: 0 printed, 2 bad input (no budget, a budget that no selected run can be judged by).
+Without a budget: at most 1 point of top-1 lost where the selected runs were measured on labelled images,
+else at least 99 % agreement with eager fp32; the table says which budget it applied.
+
+Exit status: 0 printed, 2 bad input (a budget that no selected run can be judged by).
 """
 from __future__ import annotations
 
@@ -15,7 +19,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from analysis.choose import Budget, recommend, recommendation_table
+import pandas as pd
+
+from analysis.choose import Budget, default_budget, recommend, recommendation_table
 from analysis.cli import add_store_and_filters, add_verbose, filters, run_cli
 from analysis.render import table_markdown, table_text
 from analysis.select import REPEATS, Selection, aggregate, load_runs
@@ -34,7 +40,10 @@ def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--allow-unstable", action="store_true", help="also take unstable or throttled measurements")
 
 
-def budget_from(args: argparse.Namespace) -> Budget:
+def budget_from(args: argparse.Namespace, points: pd.DataFrame) -> Budget:
+    """The budget asked for, or the one the selected runs allow (top-1 where labelled, agreement otherwise)."""
+    if args.max_top1_drop is None and args.min_agreement is None:
+        return default_budget(points, args.allow_unstable)
     return Budget(args.max_top1_drop, args.min_agreement, args.allow_unstable)
 
 
@@ -58,9 +67,9 @@ def parser() -> argparse.ArgumentParser:
 def answer(args: argparse.Namespace) -> int:
     selection = Selection(experiment=args.experiment, sweep="latest" if args.latest else args.sweep,
                           since=args.since, **filters(args))
-    budget = budget_from(args)
-    budget.validate()
     points = aggregate(load_runs(selection, args.tracking_uri), args.repeats)
+    budget = budget_from(args, points)
+    budget.validate()
     table = recommendation_table(recommend(points, budget), budget)
     sys.stdout.write(table_markdown(table) if args.format == "markdown" else table_text(table))
     return exits.OK

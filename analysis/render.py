@@ -33,11 +33,22 @@ def _grid(table: Table) -> tuple[list[str], list[list[str]], int]:
     return header, body, levels
 
 
+def numeric_columns(header: list[str], body: list[list[str]], levels: int) -> list[bool]:
+    """Which columns hold figures (right-aligned, header too): every filled cell starts like a number or is a
+    marked empty cell (``— [1]``); the index columns and text columns read from the left."""
+    def figure(cell: str) -> bool:
+        return cell[:1].isdigit() or cell[:1] in "+-−—." and len(cell) > 1 and (cell[1:2].isdigit() or cell[:1] == "—")
+
+    return [i >= levels and all(figure(row[i]) for row in body if row[i]) and any(row[i] for row in body)
+            for i in range(len(header))]
+
+
 def table_text(table: Table) -> str:
     header, body, levels = _grid(table)
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-    align = lambda cells: "  ".join(c.ljust(w) if i < levels else c.rjust(w)  # noqa: E731
-                                    for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    right = numeric_columns(header, body, levels)
+    align = lambda cells: "  ".join(c.rjust(w) if r else c.ljust(w)  # noqa: E731
+                                    for c, w, r in zip(cells, widths, right)).rstrip()
     lines = [table.title, "-" * len(table.title), align(header), *(align(r) for r in body)]
     lines += [f"  {note}" for note in table.notes]
     return "\n".join(lines) + "\n"
@@ -46,7 +57,7 @@ def table_text(table: Table) -> str:
 def table_markdown(table: Table) -> str:
     header, body, levels = _grid(table)
     esc = lambda cells: "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"  # noqa: E731
-    rule = "|" + "|".join(":---" if i < levels else "---:" for i in range(len(header))) + "|"
+    rule = "|" + "|".join("---:" if r else ":---" for r in numeric_columns(header, body, levels)) + "|"
     lines = [f"### {table.title}", "", esc(header), rule, *(esc(r) for r in body)]
     if table.notes:
         lines += ["", *(f"- {note}" for note in table.notes)]

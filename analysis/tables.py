@@ -127,14 +127,14 @@ def raw_baseline(points: pd.DataFrame, metric: str = LATENCY_MS) -> pd.DataFrame
 
 def _raw_note(raw: pd.DataFrame) -> str:
     """Where the Raw numbers came from, naming the cells that fell back to the in-run baseline."""
-    own = "Raw: eager fp32 PyTorch, from its own backend=pytorch precision=fp32 run"
+    own = "Raw: eager fp32 PyTorch, measured as a point of its own (backend=pytorch precision=fp32)"
     in_run = raw[raw["source"] == RAW_IN_RUN]
     if in_run.empty:
         return f"{own}."
-    fallback = ("no ok pytorch fp32 run selected, so the baseline the other runs timed in the same process "
-                "(raw_latency_ms_median, median over those runs)")
+    fallback = ("eager fp32 as timed beside each variant in the variant's own processes (no pytorch fp32 point "
+                "was selected), the median over those variants")
     if len(in_run) == len(raw):
-        return f"Raw: eager fp32 PyTorch; {fallback}."
+        return f"Raw: {fallback}."
     parts = []
     for device, group in in_run.groupby("device", sort=True):
         every = set(group["model"]) == set(raw.loc[raw["device"] == device, "model"])

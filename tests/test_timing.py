@@ -142,7 +142,7 @@ def test_a_point_is_the_median_of_its_processes_with_interval_and_spread():
     assert m["latency_ms_hi"] == pytest.approx(math.exp(logs.mean() + half))  # around the geometric mean
     assert m["iterations"] == 60 and combined["calls_per_process"]["latencies_ms"] == [20, 20, 20]
     assert [row["latency_ms_median"] for row in combined["repeats"]] == [1.0, 1.1, 0.95]
-    assert "robust spread 7.4%" in combined["details"]["timing.unstable"]  # 1.4826 x MAD 0.05 / median 1.0
+    assert "differ by 7.4% (robust spread" in combined["details"]["timing.unstable"]  # 1.4826 x MAD 0.05 / median 1.0
 
 
 def test_processes_that_disagree_make_the_point_unstable_and_a_tail_inside_one_does_not():
@@ -152,7 +152,7 @@ def test_processes_that_disagree_make_the_point_unstable_and_a_tail_inside_one_d
     assert agree["details"]["timing.stability"].startswith("judged from 3 processes")
     disagree = repeats.combine([process(1.0, 5.0), process(1.3, 5.0), process(0.8, 5.0)],
                                settings(repeats=3)).to_json()
-    assert "processes' end-to-end latencies disagree" in disagree["details"]["timing.unstable"]
+    assert "processes' end-to-end latencies differ by" in disagree["details"]["timing.unstable"]
     single = repeats.combine([process(1.0, 5.0)], settings()).to_json()
     assert single["details"]["timing.stability"] == "not judged: one process (timing.repeats=1)"
     assert "timing.unstable" not in single["details"] and "latency_ms_spread" not in single["metrics"]

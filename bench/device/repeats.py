@@ -152,8 +152,8 @@ def combine(measurements: List[records.Measurement], timing: records.Timing) -> 
             spread = dispersion(values)
             if key == headline and spread > timing.unstable_spread > 0:
                 what = "end-to-end latencies" if key == LATENCY_MS else "throughputs"
-                unstable.append("{} processes' {} disagree: robust spread {:.1%} of the median (1.4826 x MAD) above "
-                                "{:.0%}".format(n, what, spread, timing.unstable_spread))
+                unstable.append("its {} processes' {} differ by {:.1%} (robust spread, more than the {:.0%} "
+                                "allowed)".format(n, what, spread, timing.unstable_spread))
         else:
             low, high = _single_interval(first, key, level)
         if low is not None:
