@@ -25,9 +25,11 @@ def task(cfg: DictConfig) -> int:
     """
     from pathlib import Path
 
+    from bench.contract.logs import adopt_library_loggers
     from bench.contract.protocol import digest
     from bench.controller.sweep import run_command_line
 
+    adopt_library_loggers()  # Hydra set up the log; MLflow's and matplotlib's lines go into it, warnings only
     hydra_cfg = HydraConfig.get()
     overrides = [list(hydra_cfg.overrides.task)]
     if hydra_cfg.mode == RunMode.MULTIRUN:  # another launcher: this job is one point of the sweep in sweep.dir

@@ -15,7 +15,8 @@ import pandas as pd
 
 from analysis.plots import write_plots
 from analysis.render import EXTENSIONS, data_uri, render, table_csv, table_markdown, table_notes
-from analysis.select import Selection, aggregate, connect, load_runs, resolve_uri
+from analysis.select import Selection, aggregate, load_runs, resolve_uri
+from bench.store.reader import connect
 from analysis.choose import default_budget, recommend, recommendation_table
 from analysis.batches import batch_tables
 from analysis.cells import Table
@@ -71,7 +72,7 @@ def _header(runs: pd.DataFrame, points: pd.DataFrame, uri: str, selection: Selec
     counts = points["status"].value_counts()
     status = ", ".join(f"{counts[s]} {s}" for s in counts.index)
     singles = int((runs["sweep"] == "").sum())
-    where = f"sweep {sweep}" if sweep else f"{runs['sweep'].replace('', pd.NA).nunique()} sweep(s)" + \
+    where = _sweep_name(uri, sweep) if sweep else f"{runs['sweep'].replace('', pd.NA).nunique()} sweep(s)" + \
         (f" and {singles} single run(s)" if singles else "")
     first, last = runs["start_time"].min(), runs["start_time"].max()
     lines = [
@@ -84,7 +85,19 @@ def _header(runs: pd.DataFrame, points: pd.DataFrame, uri: str, selection: Selec
     if methods:
         lines.append(f"Latency is {' / '.join(methods)}; median of the timed calls."
                      + (" Mixed definitions: compare within one definition only." if len(methods) > 1 else ""))
-    return lines
+    return lines + _why_no_backend(points)
+
+
+def _why_no_backend(points: pd.DataFrame) -> list[str]:
+    """What backend=auto tried, once per device and precision: the cells' footnotes give only the short reason."""
+    unserved = points[(points["status"] != OK) & (points["auto_tried"] != "")]
+    return [f"No backend ran {precision} on {device}; backend=auto tried {tried}."
+            for (device, precision, tried), _ in unserved.groupby(["device", "precision", "auto_tried"], sort=True)]
+
+
+def _sweep_name(uri: str, parent_id: str) -> str:
+    """What the sweep's log, its MLflow run and its final lines call it (``sweep e7b4f844``, or its label)."""
+    return connect(uri)[0].get_run(parent_id).info.run_name
 
 
 def _one_sweep(runs: pd.DataFrame) -> str | None:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 
 from bench.contract import exits
 from bench.contract.errors import ConfigError
+from bench.contract.logs import configure_logging
 
 
 def run_cli(parser: argparse.ArgumentParser, command: Callable[[argparse.Namespace], int],
@@ -50,5 +51,4 @@ def add_verbose(group: argparse._ArgumentGroup) -> None:
 
 
 def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.INFO if verbose else logging.WARNING)

@@ -17,7 +17,8 @@ from matplotlib.ticker import FuncFormatter
 from mlflow.tracking import MlflowClient
 
 from analysis.findings import FASTER, SLOWER, ACCURACY, Finding, RegressionCheck, Rules
-from analysis.select import connect, input_label, load_latencies
+from analysis.select import input_label, load_latencies
+from bench.store.reader import connect
 from analysis.batches import batch_table
 from analysis.cells import Table, sig, slug
 from analysis.tables import RAW, blog_table, describe_input, find_point, is_raw, model_order, point_rows, speedup_table

@@ -23,7 +23,8 @@ from analysis.cli import add_store_and_filters, add_verbose, filters, run_cli
 from analysis.findings import FORMATS, TESTS, Nightly, RegressionCheck, Rules
 from analysis.judge import judge_device, nightly_points
 from analysis.plots import write_regression_plots
-from analysis.select import Selection, connect, experiment_id, load_latencies, load_runs, sweep_parent
+from analysis.select import Selection, load_latencies, load_runs
+from bench.store.reader import connect, experiment_id, find_sweep
 from bench.contract.errors import ConfigError, OneLineParser
 from bench.contract.names import CHILD, KIND, ROLE
 
@@ -50,7 +51,8 @@ def check_regressions(selection: Selection = Selection(kind="nightly"), uri: str
                             "compare.")
         return result
     if newest:
-        newest = sweep_parent(client, experiment_id(client, selection.experiment, uri), newest, selection.experiment)
+        newest = find_sweep(client, experiment_id(client, selection.experiment, uri), newest,
+                            selection.experiment).info.run_id
     log.info("loading the %s history", kind)
     runs = load_runs(dataclasses.replace(selection, sweep=None, kind=kind), uri)
     points = nightly_points(runs)

@@ -19,18 +19,19 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from bench.contract.errors import ConfigError
 from bench.contract.protocol import PRECISIONS
-from bench.contract.names import CHILD, PARENT
+from bench.contract.names import CHILD
 from bench.contract.protocol import OK
-from bench.store.address import check_reachable, check_uri, redact, sqlite_path, store_error, tracking_uri
+from bench.store.address import redact, tracking_uri
+from bench.store.reader import connect, experiment_id, find_sweep
 from bench.contract.names import (
-    ACCURACY_INPUTS, ACCURACY_LABELLED, ACC_COSINE, ACC_IMAGES, ACC_MAX_ABS_ERR, ACC_MIOU, ACC_MIOU_VS_REF,
+    AUTO_TRIED, ACCURACY_INPUTS, ACCURACY_LABELLED, ACC_COSINE, ACC_IMAGES, ACC_MAX_ABS_ERR, ACC_MIOU, ACC_MIOU_VS_REF,
     ACC_NONFINITE, ACC_PIXEL_AGREEMENT, ACC_REL_L2_ERR, ACC_TOP1, ACC_TOP1_AGREEMENT, ACC_TOP5,
     BACKEND_REQUESTED, BACKEND_VARIANT, COMMIT, CONDITIONS, CONVERT_CACHE_HIT, CONVERT_S, CPU_MODEL, DEVICE_CC,
     DEVICE_KIND, DEVICE_LABEL, DEVICE_NAME, ENERGY_MJ_PER_IMAGE, ENERGY_SOURCE, GPU_HOLD_FRACTION, GPU_MS,
     GPU_SPEEDUP, HOST_NAME, INPUT_SHAPE, KIND, LATENCY_CV, LATENCY_MS, LATENCY_MS_MAX, LATENCY_MS_MEAN,
     LATENCY_MS_MIN, LATENCY_MS_P90, LATENCY_MS_P95, LATENCY_MS_P99, LATENCY_MS_STD, MODEL_TASK,
     PEAK_CUDA_MEM_MB, PEAK_RSS_MB, POWER_W_MEAN, RAW_GPU_MS, RAW_LATENCY_MS, RAW_LATENCY_MS_MEAN,
-    RAW_THROUGHPUT, REASON, REF_MIOU, REF_TOP1, REF_TOP5, ROLE, SPEEDUP, STATUS, THROUGHPUT, THROUGHPUT_SPEEDUP,
+    RAW_THROUGHPUT, REASON, REF_MIOU, REF_TOP1, REF_TOP5, SPEEDUP, STATUS, THROUGHPUT, THROUGHPUT_SPEEDUP,
     TIMING_GPU, TIMING_LATENCY, TIMING_METHOD, UNSTABLE, high_of, low_of, spread_of)
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ METRICS = (
 FIELDS = {
     "status": ("tags", STATUS),
     "reason": ("tags", REASON),
+    "auto_tried": ("tags", AUTO_TRIED),
     "kind": ("tags", KIND),
     "sweep": ("tags", MLFLOW_PARENT_RUN_ID),
     "device": ("tags", DEVICE_LABEL),
@@ -87,7 +89,7 @@ FIELDS = {
 class Selection:
     """Which runs a report or a regression check looks at; empty filters mean everything.
 
-    ``sweep`` is a sweep's parent run id, or ``"latest"``. ``since``/``until`` take what
+    ``sweep`` is what ``bench.store.reader.find_sweep`` takes: ``"latest"``, a sweep's name or its parent run id. ``since``/``until`` take what
     ``parse_when`` takes. ``devices`` match a case-insensitive part of the device label or a
     host name; ``inputs`` take ``256``, ``256x320`` or a full shape ``1x3x256x256``.
     """
@@ -109,22 +111,6 @@ def resolve_uri(uri: str | None = None) -> str:
     return tracking_uri(uri)
 
 
-def connect(uri: str | None = None) -> tuple[MlflowClient, str]:
-    """A client for an existing, readable store; never creates an empty SQLite database by mistake."""
-    uri = resolve_uri(uri)
-    check_uri(uri)
-    check_reachable(uri)
-    path = sqlite_path(uri)
-    if path is not None and not path.is_file():
-        raise ConfigError(f"tracking URI {uri}: no MLflow database at {path}")
-    try:
-        client = MlflowClient(uri)
-        client.search_experiments(max_results=1)
-    except Exception as exc:  # noqa: BLE001 - a corrupt database, a foreign file, a store MLflow cannot open
-        raise store_error(uri, exc) from None
-    return client, uri
-
-
 def parse_when(text: str, now: datetime | None = None) -> pd.Timestamp:
     """``7d``, ``12h``, ``2w`` (that long ago) or an ISO date/time (naive means local time)."""
     now = now or datetime.now(timezone.utc)
@@ -138,35 +124,6 @@ def parse_when(text: str, now: datetime | None = None) -> pd.Timestamp:
         raise ConfigError(f"time {text!r} is neither an ISO date/time (2024-05-01, 2024-05-01T08:00) "
                           "nor an age like 12h, 7d, 2w") from None
     return pd.Timestamp(when if when.tzinfo else when.astimezone()).tz_convert("UTC")
-
-
-def experiment_id(client: MlflowClient, name: str, uri: str) -> str:
-    try:
-        experiment = client.get_experiment_by_name(name)
-    except MlflowException as exc:
-        raise ConfigError(f"tracking URI {redact(uri)} cannot be read: {str(exc).splitlines()[0]}") from None
-    if experiment is None:
-        known = sorted(e.name for e in client.search_experiments())
-        raise ConfigError(f"experiment {name!r} not found in {redact(uri)} "
-                          f"(experiments there: {', '.join(known) or 'none'})")
-    return experiment.experiment_id
-
-
-def sweep_parent(client: MlflowClient, exp_id: str, sweep: str, experiment: str) -> str:
-    """The parent run id of ``sweep`` (an id, or ``latest`` for the newest sweep)."""
-    if sweep == "latest":
-        found = client.search_runs([exp_id], f"tags.`bench.role` = '{PARENT}'", max_results=1,
-                                   order_by=["attributes.start_time DESC"])
-        if not found:
-            raise ConfigError(f"experiment {experiment!r} has no sweep (parent run) yet; run python run.py -m ...")
-        return found[0].info.run_id
-    try:
-        run = client.get_run(sweep)
-    except MlflowException:
-        raise ConfigError(f"sweep {sweep!r}: no such run (give the parent run id of a sweep, or latest)") from None
-    if run.data.tags.get(ROLE) != PARENT:
-        raise ConfigError(f"run {sweep} is not a sweep's parent run (tag {ROLE}={run.data.tags.get(ROLE)})")
-    return sweep
 
 
 def _search(client: MlflowClient, exp_id: str, filter_string: str) -> list:
@@ -277,9 +234,9 @@ def load_runs(selection: Selection = Selection(), uri: str | None = None) -> pd.
     clauses = [f"tags.`bench.role` = '{CHILD}'"]
     where = f"experiment {selection.experiment!r}"
     if selection.sweep:
-        parent = sweep_parent(client, exp_id, selection.sweep, selection.experiment)
-        clauses.append(f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent}'")
-        where += f", sweep {parent}"
+        parent = find_sweep(client, exp_id, selection.sweep, selection.experiment)
+        clauses.append(f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent.info.run_id}'")
+        where += f", {parent.info.run_name}"
     for bound, op in ((selection.since, ">="), (selection.until, "<=")):
         if bound:
             clauses.append(f"attributes.start_time {op} {int(parse_when(bound).timestamp() * 1000)}")

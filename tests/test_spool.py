@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from conftest import ROOT, SMALL, compose_plan, free_port, parents, points, run_cli
 from test_server import MlflowServer
+from bench.store.record import shown
 
 
 def sync(*args: str) -> subprocess.CompletedProcess:
@@ -58,7 +59,7 @@ def test_an_offline_sweep_spools_every_point_and_sync_uploads_each_once(tmp_path
     assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
     assert parent.data.metrics["points_ok"] == 2 and parent.info.status == "FINISHED"
     uploaded = next(c for c in children if c.data.tags["bench.point_id"] == measured["point_id"])
-    assert uploaded.data.metrics["latency_ms_median"] == measured["metrics"]["latency_ms_median"]
+    assert uploaded.data.metrics["latency_ms_median"] == shown(measured["metrics"]["latency_ms_median"])
     assert uploaded.info.start_time == measured["started_ms"]  # when it was measured, not when it was synced
     artifacts = MlflowClient(store).list_artifacts(uploaded.info.run_id)
     assert {"config.yaml", "latencies_ms.csv"} <= {a.path for a in artifacts}

@@ -2,6 +2,7 @@
 child per point that reads well in the MLflow UI."""
 import re
 
+import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
@@ -49,7 +50,9 @@ def test_cli_sweep_records_a_parent_and_one_child_per_point(small_sweep):
         m = run.data.metrics
         assert 0 < m["latency_ms_min"] <= m["latency_ms_median"] <= m["latency_ms_max"] < 10_000
         assert m["iterations"] >= 5
-        assert m["speedup"] == m["raw_latency_ms_median"] / m["latency_ms_median"]
+        # as the UI lists them: 4 significant digits, so the ratio holds to the rounding
+        assert m["speedup"] == pytest.approx(m["raw_latency_ms_median"] / m["latency_ms_median"], rel=2e-3)
+        assert all(float(f"{value:.4g}") == value for value in m.values())
         assert m["acc_nonfinite"] == 0
         assert run.info.end_time > run.info.start_time  # the point's measurement window, not 0 ms
         note = run.data.tags["mlflow.note.content"]
@@ -69,7 +72,15 @@ def test_cli_sweep_records_a_parent_and_one_child_per_point(small_sweep):
     assert open(client.download_artifacts(int8.info.run_id, "latencies_ms.csv")).readline() == \
         "process,call,latency_ms\n"  # each call with the process (1, 2, ...) that timed it
     assert "4 point(s) measured: 3 ok, 1 skipped, 0 failed" in proc.stderr
-    assert f"sweep {parent.info.run_id}: http://127.0.0.1:5000/#/experiments/" in proc.stdout
+    # One name for the sweep: its MLflow run's, in the log, the last lines and the report's commands.
+    name = parent.info.run_name
+    assert name == f"sweep {parent.data.tags['bench.sweep_id'][:8]}"
+    assert f"{name}: its runs go under MLflow parent run {parent.info.run_id}" in proc.stderr
+    assert f"{name}: 4 point(s) measured" in proc.stderr
+    ui, tables = proc.stdout.strip().splitlines()[-2:]
+    assert ui.startswith(f"{name} in the MLflow UI: http://127.0.0.1:5000/#/experiments/") and \
+        ui.endswith("(start the UI first: python -m bench.store.ui)")  # the store is the launch folder's mlflow.db
+    assert tables == f"{name} as tables: python -m analysis.report --sweep {name.split()[1]}"
 
 
 def test_child_params_define_the_point_and_nothing_else(small_sweep):

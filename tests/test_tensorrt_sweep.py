@@ -4,6 +4,8 @@ Every point is recorded in MLflow as skipped with the missing piece, never as a 
 number; ``backend=auto`` falls through the TensorRT backends to the CPU ones.
 """
 import importlib.util
+import subprocess
+import sys
 
 import pytest
 from conftest import SMALL, run_cli, runs
@@ -67,3 +69,26 @@ def test_auto_falls_through_tensorrt_to_the_cpu_backends(tmp_path, cache_dir):
     assert {r.data.params["precision"]: r.data.params["backend"] for r in points} == {
         "fp32": "onnxruntime", "int8": "onnxruntime"}
     assert all(r.data.tags["bench.status"] == "ok" and r.data.params["backend.requested"] == "auto" for r in points)
+
+
+def test_a_point_no_backend_can_run_says_so_in_one_short_line_and_the_detail_once(tmp_path, cache_dir):
+    """A GPU without TensorRT made a 600-character reason, repeated in every cell and log line: now the cell and the
+    log say which backends were tried, and what each one said is in the run's record and once in the report."""
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = run_cli("-m", *SMALL, "backend=auto", "backend.order=[tensorrt,torch2trt,pytorch]", "precision=fp32,int8",
+                   f"tracking.uri={store}", f"cache_dir={cache_dir}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (int8,) = [r for r in runs(store) if r.data.params.get("precision") == "int8"]
+    short = "no installed backend runs int8 on cpu (tried tensorrt, torch2trt, pytorch)"
+    assert int8.data.tags["bench.status"] == "skipped" and int8.data.tags["bench.reason"] == short
+    tried = int8.data.tags["backend.auto_tried"].split("; ")
+    assert [entry.split(":")[0] for entry in tried] == ["tensorrt", "torch2trt", "pytorch"]
+    assert tried[0] == f"tensorrt: {_missing('tensorrt')}" and "int8" in tried[2]
+    logged = [line for line in proc.stderr.splitlines() if "resnet18/int8" in line and "skipped" in line]
+    assert logged and all(line.split("skipped: ", 1)[1].startswith(short + ";") for line in logged)
+
+    report = subprocess.run([sys.executable, "-m", "analysis.report", "--tracking-uri", store, "--latest"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr
+    assert report.stdout.count(tried[2]) == 1  # the detail once, above the tables
+    assert report.stdout.count(short) >= 1 and max(map(len, report.stdout.splitlines())) < 400

@@ -1,7 +1,8 @@
 """Exit statuses: one meaning each, whichever entry point ends with it (README.md, "Exit status").
 
     0    all well: every point ok or skipped, nothing regressed, every spooled entry uploaded
-    1    points failed, a sweep was left incomplete, or spooled entries are still waiting
+    1    points failed, a sweep was left incomplete, spooled entries are still waiting, or the MLflow UI that
+         python -m bench.store.ui started stopped by itself
     2    bad input: one line ``error: ...``; nothing was measured or recorded
     3    a regression (python nightly.py, python -m analysis.regress)
     4    the device is locked by another nightly (python nightly.py)

@@ -83,6 +83,7 @@ HOST_NAME, CPU_MODEL, MODEL_TASK = "host.name", "cpu.model", "model.task"
 TIMING_METHOD, TIMING_LATENCY, TIMING_GPU = "timing.method", "timing.latency", "timing.gpu"
 TIMING_UNSTABLE, TIMING_CONDITIONS = "timing.unstable", "timing.conditions"
 ENERGY_SOURCE, ACCURACY_LABELLED, ACCURACY_INPUTS = "energy.source", "accuracy.labelled", "accuracy.inputs"
+AUTO_TRIED = "backend.auto_tried"  # backend=auto: why each backend it tried could not run the point
 
 # Params a reader selects on beyond the plan's own field names.
 BACKEND_VARIANT, BACKEND_REQUESTED, INPUT_SHAPE = "backend.variant", "backend.requested", "input.shape"

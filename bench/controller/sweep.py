@@ -30,13 +30,14 @@ from bench.controller.baselines import Baselines
 from bench.controller.executors import Device, WorkerLost
 from bench.controller.journal import Journal
 from bench.controller.plan import Grid, make_grid
+from bench.controller.progress import Progress
 from bench.controller.signals import Interrupted, signals_interrupt
 from bench.store import record
 from bench.store.address import SERVER_ERRORS, check_uri, error_line, redact, tracking_uri
 from bench.store.locks import file_lock
 from bench.store.spool import DEFAULT_SPOOL_DIR, Spool
 from bench.store.tracking import Store
-from bench.store.views import link
+from bench.store.views import how_to_open, link
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class Outcome:
     counts: dict[str, int] = field(default_factory=lambda: {OK: 0, SKIPPED: 0, FAILED: 0})
     already: int = 0  # points a resumed sweep had recorded before
     parent_id: str | None = None
+    name: str = "sweep"  # what the log, the MLflow UI and the report call it: "sweep e7b4f844", or its label
     link: str | None = None
     uri: str = ""
     sweep_id: str | None = None
@@ -120,7 +122,7 @@ def _sweep_id(grid: Grid, store: Store, journal: Journal, pinned: str | None) ->
     latest = store.latest_sweep(grid.key) if store.online else \
         journal.latest_sweep(grid.key, store.uri, store.experiment)
     if latest and (grid.resume == "last" or latest[1] == names.INCOMPLETE):
-        log.info("resuming sweep %s (%s) of the same grid (resume=new starts afresh)", latest[0], latest[1])
+        log.info("resuming sweep %s (%s) of the same grid (resume=new starts afresh)", latest[0][:8], latest[1])
         return latest[0]
     return uuid.uuid4().hex
 
@@ -259,7 +261,7 @@ def _open_sweep(grid: Grid, context: SweepContext, outcome: Outcome, pinned: str
     context.sweep = _new_sweep(grid, sweep_id, store.uri)
     context.recorded = _recorded(context, sweep_id)
     context.journal.start(context.sweep)
-    outcome.sweep_id = sweep_id
+    outcome.sweep_id, outcome.name = sweep_id, context.sweep["name"]
     if store.online:
         with file_lock(lock_dir / ".mlflow_parent.lock") if lock_dir else nullcontext():
             context.parent_id = store.parent_for(context.sweep)
@@ -271,6 +273,8 @@ def _measure_all(plans: list[dict], facts: dict, device: Device, context: SweepC
     host = facts["host"][HOST_NAME]
     baselines = Baselines()
     too_big: dict[str, int] = {}  # series (a point without its batch size) -> the smallest batch that did not fit
+    progress = Progress(sum(1 for plan in plans if not plan.resolution.skip_reason
+                            and plan.key(host) not in context.recorded))
     for index, plan in enumerate(plans, 1):
         if context.sweep is not None:
             plan = plan._replace(sweep=context.sweep)
@@ -286,9 +290,10 @@ def _measure_all(plans: list[dict], facts: dict, device: Device, context: SweepC
             measurement = skipped_measurement(plan, f"{OUT_OF_MEMORY}: batch {too_big[series]} of this series did "
                                                     "not fit on the device, so larger ones were not tried", tags)
         else:
-            log.info("[%d/%d] %s: measuring on %s (%s)", index, len(plans), name, device.where,
-                     plan.resolution.device_label)
+            log.info("[%d/%d] %s: measuring on %s (%s)%s", index, len(plans), name, device.where,
+                     plan.resolution.device_label, progress.start())
             measurement = _measure_checked(device, plan, tags, baselines, f"[{index}/{len(plans)}] {name}")
+            progress.done(measured=not plan.resolution.skip_reason)
         if measurement.status == SKIPPED and measurement.reason.startswith(OUT_OF_MEMORY):
             too_big[series] = min(batch, too_big.get(series, batch))
         recorded_as = _save(context, measurement)
@@ -348,11 +353,11 @@ def attach_report(uri: str, experiment: str, parent_id: str) -> None:
     A report that cannot be made is a warning: it never costs a measurement, and ``python -m analysis.report``
     makes it again.
     """
-    from analysis.build import build_report  # pandas and matplotlib, needed only now
-    from analysis.select import Selection
-
     log.info("attaching the sweep's report to its parent run %s", parent_id)
     try:
+        from analysis.build import build_report  # pandas and matplotlib, needed only now
+        from analysis.select import Selection
+
         build_report(Selection(experiment=experiment, sweep=parent_id), uri, attach_to_sweep=True)
     except Exception as exc:  # noqa: BLE001 - whatever went wrong, the sweep's records stand
         log.warning("the sweep's report could not be attached (%s); make it with: python -m analysis.report "
@@ -366,9 +371,9 @@ def report(outcome: Outcome, grid: Grid) -> None:
         attach_report(outcome.uri, grid.tracking["experiment"], outcome.parent_id)
     if outcome.sweep_id is None and grid.executor["kind"] == "plan":
         return
-    log.info(outcome.summary())
+    log.info("%s: %s", outcome.name, outcome.summary())
     if outcome.link:
-        print(f"sweep {outcome.parent_id}: {outcome.link}", flush=True)
+        print("\n".join(how_to_open(outcome.name, outcome.uri, outcome.link, outcome.sweep_id)), flush=True)
     if outcome.interrupted is not None:
         print(f"interrupted ({outcome.interrupted}): {outcome.summary()}; run the same command again to finish "
               "the sweep", file=sys.stderr)

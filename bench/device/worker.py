@@ -19,6 +19,7 @@ from typing import Callable, Optional, Tuple
 
 from bench.device import fingerprint
 from bench.contract.errors import ConfigError
+from bench.contract.logs import LOG_FORMAT
 from bench.contract.protocol import OK, POINT_FAILURE, PROTOCOL, PlanError, decode, encode, error_reply, now_ms
 from bench.contract.records import Measurement, Plan, failed_measurement
 from bench.contract.names import DEVICE_CC, DEVICE_KIND, DEVICE_LABEL, LATENCY_MS
@@ -26,7 +27,6 @@ from bench.contract.names import DEVICE_CC, DEVICE_KIND, DEVICE_LABEL, LATENCY_M
 log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
-LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 # A worker's stderr is relayed into the controller's log, which adds the time: the level and the logger suffice.
 WORKER_LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 

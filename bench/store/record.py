@@ -20,11 +20,11 @@ from pathlib import Path
 import yaml
 
 from bench.contract.names import (
-    ACC_PIXEL_AGREEMENT, ACC_TOP1, CLOCK_OFFSET_S, LATENCY_MS, RAW_LATENCY_MS, RAW_THROUGHPUT, REPEATS, SPEEDUP, THROUGHPUT,
-    THROUGHPUT_SPEEDUP, high_of, low_of, ACC_TOP1_AGREEMENT, BACKEND_REQUESTED, BACKEND_VARIANT, CHILD, COMMIT, CONDITIONS,
-    CPU_MODEL, DESCRIPTION, DEVICE_LABEL, DEVICE_NAME, ENERGY_MJ_PER_IMAGE, EVENTS, FAILURE, GPU_MS, GPU_SPEEDUP,
-    HOST_NAME, INPUT_SHAPE, KIND, MODEL_TASK, POINT_ID, POINT_KEY, REASON, ROLE, RUN_NAME, STATUS, SWEEP_ID,
-    TIMING_CONDITIONS, TIMING_METHOD, TIMING_UNSTABLE, UNSTABLE)
+    ACC_PIXEL_AGREEMENT, ACC_TOP1, ACC_TOP1_AGREEMENT, AUTO_TRIED, BACKEND_REQUESTED, BACKEND_VARIANT, CHILD,
+    CLOCK_OFFSET_S, COMMIT, CONDITIONS, CPU_MODEL, DESCRIPTION, DEVICE_LABEL, DEVICE_NAME, ENERGY_MJ_PER_IMAGE,
+    EVENTS, FAILURE, GPU_MS, GPU_SPEEDUP, HOST_NAME, INPUT_SHAPE, KIND, LATENCY_MS, MODEL_TASK, POINT_ID, POINT_KEY,
+    RAW_LATENCY_MS, RAW_THROUGHPUT, REASON, REPEATS, ROLE, RUN_NAME, SPEEDUP, STATUS, SWEEP_ID, THROUGHPUT,
+    THROUGHPUT_SPEEDUP, TIMING_CONDITIONS, TIMING_METHOD, TIMING_UNSTABLE, UNSTABLE, high_of, low_of)
 from bench.contract.fields import declared_params
 from bench.contract.protocol import FAILED, OK
 from bench.contract.records import Measurement, Plan
@@ -135,7 +135,7 @@ def describe(measurement: Measurement) -> str:
     accuracy."""
     if measurement.status != OK:
         return f"{measurement.status}: {measurement.reason}"
-    m = measurement.metrics
+    m = {key: shown(value) for key, value in measurement.metrics.items()}  # the figures as the run's metrics read
     processes = int(m.get(REPEATS, 1))
     if measurement.plan.scenario == "throughput":
         speedup = figure_text(m, THROUGHPUT_SPEEDUP, "x") if THROUGHPUT_SPEEDUP in m else "1x"
@@ -189,7 +189,7 @@ def tags(measurement: Measurement) -> dict[str, str]:
     if plan.calibration.source == "folder" and plan.precision == "int8":
         found["calibration.folder"] = plan.calibration.folder
     if plan.resolution.auto_tried:
-        found["backend.auto_tried"] = "; ".join(plan.resolution.auto_tried)
+        found[AUTO_TRIED] = "; ".join(plan.resolution.auto_tried)
     return {key: str(value)[:5000] for key, value in found.items() if value is not None and value != ""}
 
 
@@ -262,6 +262,12 @@ def artifacts(measurement: Measurement) -> dict[str, str | bytes]:
     return found
 
 
+def shown(value: float) -> float:
+    """A metric as the MLflow UI lists it: 4 significant digits (3.735 ms, not 3.73548047), far below any point's
+    noise; counts stay whole. The calls' own latencies keep full precision in latencies_ms.csv."""
+    return value if not math.isfinite(value) or value == int(value) else float(f"{value:.4g}")
+
+
 def record_from(measurement: Measurement, clock_offset_ms: int = 0) -> PointRecord:
     """The store's view of one measurement; ``clock_offset_ms`` moves its times from the measuring machine's clock
     into the store's (bench.contract.protocol.clock_offset)."""
@@ -275,5 +281,5 @@ def record_from(measurement: Measurement, clock_offset_ms: int = 0) -> PointReco
         run_status=FAILED_RUN if measurement.status == FAILED else FINISHED_RUN,
         start_ms=start, end_ms=(measurement.ended_ms or measurement.started_ms) + clock_offset_ms,
         params=params(plan, measurement.details), tags=found,
-        metrics={k: float(v) for k, v in measurement.metrics.items()}, artifacts=artifacts(measurement),
+        metrics={k: shown(float(v)) for k, v in measurement.metrics.items()}, artifacts=artifacts(measurement),
         sweep=plan.sweep)

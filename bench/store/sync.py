@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.contract.errors import ConfigError, OneLineParser
+from bench.contract.logs import configure_logging
 from bench.contract.records import Measurement
 from bench.store.record import PointRecord, record_from
 from bench.store.spool import DEFAULT_SPOOL_DIR, Spool
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"the spool, or a device's results folder (default {DEFAULT_SPOOL_DIR})")
     parser.add_argument("--uri", help="send every point to this tracking URI instead of the one it was meant for")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    configure_logging()
     folder = Path(args.spool or DEFAULT_SPOOL_DIR).expanduser()
     spool = Spool(folder)
     try:

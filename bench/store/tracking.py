@@ -234,7 +234,7 @@ class Store:
                 self.client.log_batch(run.info.run_id, params=params)
             self.client.set_experiment_tag(self.experiment_id, SAVED_VIEW + run.info.run_id,
                                            sweep_view(sweep, now_ms()))
-            log.info("MLflow parent run %s for sweep %s", run.info.run_id, sweep["id"])
+            log.info("%s: its runs go under MLflow parent run %s", sweep["name"], run.info.run_id)
             return run.info.run_id
 
     @bounded

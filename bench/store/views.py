@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import shlex
 import urllib.parse
+from pathlib import Path
 
 from bench.contract import names
 from bench.store.address import redact
@@ -10,6 +12,8 @@ from bench.store.address import redact
 
 SAVED_VIEW = "mlflow.sharedViewState."  # experiment tag prefix of the UI's saved views ("Views" menu)
 
+
+LOCAL_UI = "http://127.0.0.1:5000"  # where ``python -m bench.store.ui`` (and ``mlflow ui``) serve by default
 
 # End-to-end and (CUDA) GPU compute figures side by side, then how far the point's processes agreed.
 VIEW_COLUMNS = ["metrics.`latency_ms_median`", "metrics.`speedup`", "metrics.`gpu_ms_median`", "metrics.`gpu_speedup`",
@@ -30,15 +34,31 @@ def sweep_view(sweep: dict, created_ms: int) -> str:
                        "state": json.dumps(state)})
 
 
-def link(uri: str, experiment_id: str, parent_id: str | None = None) -> str:
+def link(uri: str, experiment_id: str, parent_id: str | None = None, ui: str = LOCAL_UI) -> str:
     """The address that opens a sweep's runs (its saved view) in the MLflow UI's model-training view.
 
-    For a local store it is the address of ``mlflow ui`` on its default port; for a server, the server's.
-    ``workflowType`` is in the link because MLflow 3.17 opens every experiment in its GenAI view otherwise
-    (it ignores ``mlflow.experimentKind``); a search parameter would make the UI ignore the view.
+    For a server it is the server's own address; for a local store, that of the UI ``python -m bench.store.ui``
+    starts (``ui``). ``workflowType`` is in the link because MLflow 3.17 opens every experiment in its GenAI view
+    otherwise (it ignores ``mlflow.experimentKind``); a search parameter would make the UI ignore the view.
     """
-    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    base = uri.rstrip("/") if is_server(uri) else ui
     query = "workflowType=machine_learning"
     if parent_id:
         query += "&" + urllib.parse.urlencode({"viewStateShareKey": parent_id})
     return f"{redact(base)}/#/experiments/{experiment_id}/runs?{query}"
+
+
+def is_server(uri: str) -> bool:
+    """A tracking server is its own UI; any other store needs one started on it."""
+    return uri.startswith(("http://", "https://"))
+
+
+def how_to_open(name: str, uri: str, address: str, sweep_id: str) -> list[str]:
+    """The lines that end a sweep: where to see it in the MLflow UI, and its tables, each under the sweep's name."""
+    if is_server(uri):
+        where = f"{name} in the MLflow UI: {address}"
+    else:
+        here = uri in (f"sqlite:///{Path.cwd() / 'mlflow.db'}", "sqlite:///mlflow.db")
+        command = "python -m bench.store.ui" + ("" if here else f" --tracking-uri {shlex.quote(redact(uri))}")
+        where = f"{name} in the MLflow UI: {address}  (start the UI first: {command})"
+    return [where, f"{name} as tables: python -m analysis.report --sweep {sweep_id[:8]}"]

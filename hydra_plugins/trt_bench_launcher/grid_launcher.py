@@ -30,18 +30,6 @@ class GridLauncherConf:
 ConfigStore.instance().store(group="hydra/launcher", name="grid", node=GridLauncherConf, provider="trt-bench")
 
 
-def configure_logging(log_file: Path) -> None:
-    """Log to stderr and to the sweep's log file, each line naming its logger (the device's lines included)."""
-    formatter = logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    for handler in (logging.StreamHandler(), logging.FileHandler(log_file)):
-        handler.setFormatter(formatter)
-        root.addHandler(handler)
-    root.setLevel(logging.INFO)
-
-
 class GridLauncher(Launcher):
     def __init__(self) -> None:
         self.config: Optional[DictConfig] = None
@@ -52,11 +40,12 @@ class GridLauncher(Launcher):
         self.hydra_context = hydra_context
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from bench.contract.logs import configure_logging
         from bench.controller.sweep import run_command_line
 
         folder = Path(str(self.config.hydra.sweep.dir))
         folder.mkdir(parents=True, exist_ok=True)
-        configure_logging(folder / "sweep.log")
+        configure_logging(log_file=folder / "sweep.log")
         log.info("sweep of %d point(s); log: %s", len(job_overrides), folder / "sweep.log")
         configs = [self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
                    for overrides in job_overrides]

@@ -38,7 +38,8 @@ def resolve(options: dict, target: Target, precision: str) -> Tuple[Optional[Bac
     """(backend, why it cannot run or None, what ``auto`` tried) for this point.
 
     ``backend=auto`` takes the first backend of ``order`` that is installed and supports (device,
-    precision) with its default options; when none does, the reason lists what each one said.
+    precision) with its default options; when none does, the reason names the backends tried and ``tried``
+    says why each one could not.
     """
     if options["name"] != AUTO:
         backend = create(options)
@@ -56,4 +57,6 @@ def resolve(options: dict, target: Target, precision: str) -> Tuple[Optional[Bac
         if reason is None:
             return backend, None, tried
         tried.append(f"{name}: {reason}")
-    return None, f"no installed backend runs {precision} on {target.device.type} ({'; '.join(tried)})", tried
+    # One short line for logs and table cells; what each backend said travels once, as ``tried``.
+    names = ", ".join(entry.split(":", 1)[0] for entry in tried)
+    return None, f"no installed backend runs {precision} on {target.device.type} (tried {names})", tried
