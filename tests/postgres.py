@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.store.tracking import EXPERIMENT_KIND
+from bench.store.tracking import EXPERIMENT_TAGS
 
 from conftest import ROOT, free_port, missing, wait_until_up
 from test_server import MlflowServer
@@ -149,7 +149,7 @@ def enrol(server: TeamServer, devices: dict[str, str], permission: str = "EDIT",
     def setup(auth, client) -> str:
         found = client.get_experiment_by_name(experiment)
         experiment_id = found.experiment_id if found else client.create_experiment(
-            experiment, tags=dict([EXPERIMENT_KIND]))
+            experiment, tags=EXPERIMENT_TAGS)
         for user, password in devices.items():
             auth.create_user(user, password)
             auth.grant_user_permission(user, "experiment", experiment_id, permission)

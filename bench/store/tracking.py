@@ -38,8 +38,15 @@ log = logging.getLogger(__name__)
 
 # A RUNNING parent run of another host is taken as abandoned when it has had no news for this long.
 ABANDONED_AFTER_S = 24 * 3600
-# The MLflow UI opens an experiment of this kind in its model-training view (not the GenAI traces view).
-EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+# What the MLflow UI's home page shows of the experiment. The kind opens it in the model-training view in UIs
+# that honour it (3.17 does not: the view is the browser's choice), so the description, shown on the home page,
+# says how to get there.
+EXPERIMENT_TAGS = {
+    "mlflow.experimentKind": "custom_model_development",
+    names.DESCRIPTION: "trt-bench: one parent run per sweep, one child run per point. Open a sweep with the link "
+                       "it printed (python -m bench.store.ui prints it again), or switch the sidebar to "
+                       "\"Model training\".",
+}
 
 
 def bounded(method):
@@ -123,14 +130,18 @@ class Store:
     def _experiment(self, name: str) -> str:
         experiment = self.client.get_experiment_by_name(name)
         if experiment is not None:
-            if experiment.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
-                self.client.set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND)
+            missing = {key: value for key, value in EXPERIMENT_TAGS.items() if key not in experiment.tags}
+            try:  # a description the team wrote stays theirs; an account that may not tag it goes without
+                for key, value in missing.items():
+                    self.client.set_experiment_tag(experiment.experiment_id, key, value)
+            except MlflowException:
+                pass
             return experiment.experiment_id
         path = sqlite_path(self.uri)
         # Artifacts beside the database, not in ./mlruns of wherever the first sweep happened to start.
         location = (path.resolve().parent / "mlartifacts").as_uri() if path else None
         try:
-            return self.client.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
+            return self.client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
