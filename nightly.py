@@ -3,28 +3,35 @@
     python nightly.py                                   # conf/experiment/nightly.yaml on this machine
     python nightly.py tracking=server                   # Hydra overrides go to run.py as given
     python nightly.py --wait 3600 --threshold 10 model=resnet18,resnet50
+    python nightly.py --budget 8                        # the night is 8 hours here (default 6)
 
 1. Takes the device lock (``bench.controller.lock``), so two nightlies never time one device at once.
-2. Sweeps what ``python run.py -m experiment=nightly tracking.kind=nightly label=nightly-<date>`` would,
+2. Estimates how long the grid takes on this device (``bench.controller.estimate``: each point's earlier nightlies
+   in the store, else a probe of one eager fp32 call per model and input) and fits it into ``--budget``: whole
+   models dropped, the most expensive first, said in one line; a grid whose models the overrides chose
+   (``model=...``) and that does not fit, or a grid of which nothing fits, is refused (exit 2) before measuring.
+3. Sweeps what ``python run.py -m experiment=nightly tracking.kind=nightly label=nightly-<date>`` would,
    in this process and through the same route (``bench.controller.sweep.run_grid``): run again the same night,
    it resumes the sweep (the same grid and label finish what an interruption left). The sweep's report is
    attached to its parent run, as for every sweep.
-3. Compares the nightly with the device's previous ones (``analysis.regress``) and attaches the summary
+4. Compares the nightly with the device's previous ones (``analysis.regress``) and attaches the summary
    and the history plots of flagged series to the parent run as ``regressions/``.
 
 It sits above ``bench/`` and ``analysis/`` (it uses both) and imports no torch.
 
 Exit status (bench/contract/exits.py): 0 all well (or no baseline yet), 1 failed points, an incomplete sweep or
-one that recorded nothing (and no regression), 2 bad input, 3 regression(s), 4 the device is locked by another
-nightly, 128 + N stopped by signal N.
+one that recorded nothing (and no regression), 2 bad input (a grid that cannot fit the budget included),
+3 regression(s), 4 the device is locked by another nightly, 128 + N stopped by signal N.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -40,13 +47,20 @@ from omegaconf.errors import OmegaConfBaseException
 from analysis.build import build_report
 from analysis.plots import write_regression_plots
 from analysis.regress import add_rule_arguments, check_regressions, rules_from
-from analysis.select import Selection, connect
+from analysis.select import Selection
+from bench.contract.logs import configure_logging
+from bench.store.reader import connect
 from bench.contract import exits
 from bench.contract.errors import ConfigError, OneLineParser
-from bench.contract.names import NIGHTLY_REGRESSIONS, NIGHTLY_STATUS
+from bench.contract.names import HOST_NAME, NIGHTLY_REGRESSIONS, NIGHTLY_STATUS
 from bench.contract.protocol import FAILED
 from bench.controller.config import hydra_argv, register_configs
+from bench.controller.estimate import Cost, estimate, hours_above, read_history
+from bench.controller.progress import duration
+from bench.controller.executors import Device
 from bench.controller.lock import DEFAULT_LOCK_DIR, LockBusy, device_lock
+from bench.controller.plan import make_grid
+from bench.controller.signals import Interrupted, signals_interrupt
 from bench.controller.sweep import Outcome as SweepOutcome, run_grid
 from bench.store.address import tracking_uri
 
@@ -72,6 +86,7 @@ class Night:
     overrides: list[str]
     configs: list  # one composed config per point, as run.py -m composes them
     points: list[list[str]]  # each point's overrides
+    models_chosen: bool = False  # the overrides choose the models (model=...): the budget never drops one
 
     @property
     def label(self) -> str:
@@ -107,7 +122,7 @@ class Outcome:
         meaning = {exits.OK: "all well", exits.REGRESSION: "regression", exits.FAILED_POINTS:
                    "failed points or an incomplete sweep"}.get(self.exit_code, "stopped")
         state = "complete" if self.sweep.complete else "incomplete"
-        return (f"Nightly sweep {self.sweep.parent_id}: {self.sweep.summary()} ({state}). "
+        return (f"Nightly {self.sweep.name}: {self.sweep.summary()} ({state}). "
                 f"Exit status {self.exit_code} ({meaning}).")
 
 
@@ -117,8 +132,10 @@ def plan(grid: str, overrides: Sequence[str], on: str | None = None) -> Night:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except HydraException as exc:
         raise ConfigError(f"override: {str(exc).splitlines()[0]}") from None
+    chosen = False
     for override in parsed:
         key = override.key_or_group
+        chosen = chosen or key in ("model", "model.name")
         if key in RESERVED:
             raise ConfigError(f"override {override.input_line!r}: the nightly command sets {key}; use "
                               f"{RESERVED[key]} instead")
@@ -135,7 +152,7 @@ def plan(grid: str, overrides: Sequence[str], on: str | None = None) -> Night:
     if executor["kind"] == "plan":
         raise ConfigError("the nightly measures: executor=plan writes plans only")
     return Night(grid, first.device, executor, day, tracking_uri(first.tracking.uri), first.tracking.experiment,
-                 list(overrides), configs, points)
+                 list(overrides), configs, points, chosen)
 
 
 def tonight(grid: str, day: str) -> list[str]:
@@ -169,24 +186,103 @@ def device_name(executor: dict, device: str, facts: dict) -> str:
     return where + ("cuda:0" if any(d["device"].startswith("cuda") for d in facts["devices"]) else "cpu")
 
 
+def fit_budget(night: Night, budget_s: float, take_lock: Callable[[dict], None]) -> Night:
+    """Tonight's grid estimated on the device (``bench.controller.estimate``) and fitted into the budget: whole
+    models dropped, the most expensive first, unless the overrides chose them; ConfigError when it cannot fit.
+    The device's worker is started (the lock taken as soon as it says which device it is), resolves the grid and
+    probes what the store has no history for; then it is stopped, and the sweep starts its own."""
+    grid, device = make_grid(night.configs, night.points), Device(night.executor)
+    with signals_interrupt():
+        try:
+            facts = device.start()
+            take_lock(facts)
+            resolved = device.resolve(grid.plans)
+            if any("error" in point for point in resolved):
+                return night  # the sweep names the wrong point, in one line, before it measures anything
+            plans = [point["plan"] for point in resolved]
+            host = facts["host"][HOST_NAME]
+            keys = [plan.key(host) for plan in plans]
+            measured = {key for key, plan in zip(keys, plans) if not plan.resolution.skip_reason}
+            history = read_history(night.uri, night.experiment, KIND, host, night.label, measured)
+            costs = estimate(device, plans, host, history.walls)
+        except (Interrupted, KeyboardInterrupt):
+            device.kill()
+            raise
+        finally:
+            device.stop()
+    return fit(night, costs, keys, history.recorded, budget_s)
+
+
+def subset(night: Night, models: list[str], costs: list[Cost]) -> Night:
+    """The night with only these models' points (each point's overrides as the full grid had them)."""
+    keep = [index for index, cost in enumerate(costs) if cost.model in models]
+    overrides = night.overrides if len(models) == len(set(c.model for c in costs)) else \
+        [*night.overrides, f"model={','.join(models)}"]
+    return dataclasses.replace(night, configs=[night.configs[i] for i in keep], points=[night.points[i] for i in keep],
+                               overrides=overrides)
+
+
+def fit(night: Night, costs: list[Cost], keys: list[str], recorded: dict, budget_s: float) -> Night:
+    """The largest grid that fits: the whole grid, else (models not chosen) without its most expensive models.
+    A grid that tonight's sweep has begun costs only its points not recorded yet (it resumes)."""
+    models = list(dict.fromkeys(cost.model for cost in costs))
+    per_model = {model: sum(c.seconds for c in costs if c.model == model) for model in models}
+    total, budget = sum(per_model.values()), duration(budget_s)
+    expensive = sorted(models, key=per_model.get, reverse=True)
+    tries = 1 if night.models_chosen else len(models)
+    for dropped in (expensive[:count] for count in range(tries)):
+        kept = subset(night, [m for m in models if m not in dropped], costs)
+        held = recorded.get(make_grid(kept.configs, kept.points).key, set()) if recorded else set()
+        left = [i for i, cost in enumerate(costs) if cost.model not in dropped and keys[i] not in held]
+        seconds = sum(costs[i].seconds for i in left)
+        if seconds > budget_s:
+            continue
+        skipped = sum(costs[i].source == "skipped" for i in left)
+        skipped = f"; {skipped} skipped here" if skipped else ""
+        resumed = f" ({len(kept.points) - len(left)} recorded tonight already)" if held else ""
+        if dropped:
+            log.warning("the grid would take about %s here (budget %s): dropped %s (%s); measuring the other %d "
+                        "model(s), about %s; keep them with --budget %s or choose the models yourself (model=...)",
+                        duration(total), budget, ", ".join(dropped), duration(sum(per_model[m] for m in dropped)),
+                        len(models) - len(dropped), duration(seconds), hours_above(total))
+        else:
+            log.info("nightly grid: %d point(s)%s, about %s on this device (budget %s%s)",
+                     len(kept.points), resumed, duration(seconds), budget, skipped)
+        return kept
+    cheapest = "" if night.models_chosen or len(models) < 2 else \
+        f", even its cheapest model ({expensive[-1]}) alone about {duration(per_model[expensive[-1]])}"
+    least = per_model[expensive[-1]] if cheapest else total
+    raise ConfigError(f"the nightly grid would take about {duration(total)} on this device (budget {budget}"
+                      f"{cheapest}): give --budget {hours_above(least)} or more, or fewer points (model=..., "
+                      "precision=...)")
+
+
 def run_nightly(night: Night, args: argparse.Namespace, lock: ExitStack) -> Outcome:
-    """Sweep, check, report; each step says what it does. The device's lock is taken first, or, with
+    """Estimate, sweep, check, report; each step says what it does. The device's lock is taken first, or, with
     device=auto, as soon as the measuring side has said which device it is, before anything is measured."""
-    log.info("step 1/2: sweep %s on %s (grid conf/experiment/%s.yaml, label %s)", night.date,
-             night.device if night.device != "auto" else "the device the measuring side finds", night.grid, night.label)
-    log.info("the same as: python run.py -m %s", " ".join(night.arguments()))
+    held = []
 
     def take_lock(facts: dict) -> None:
-        device = device_name(night.executor, night.device, facts)
-        lock.enter_context(device_lock(device, args.lock_dir, args.wait))
+        if not held:
+            device = device_name(night.executor, night.device, facts)
+            lock.enter_context(device_lock(device, args.lock_dir, args.wait))
+            held.append(device)
 
     if night.device != "auto":  # known now: locked before the measuring side starts
         take_lock({})
-    outcome = Outcome(run_grid(night.configs, night.points, multirun=True,
-                               on_device=take_lock if night.device == "auto" else None))
+    log.info("step 1/3: estimate tonight's grid on %s against the budget (--budget %s h)",
+             night.device if night.device != "auto" else "the device the measuring side finds", f"{args.budget:g}")
+    try:
+        night = fit_budget(night, args.budget * 3600, take_lock)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        return Outcome(SweepOutcome(interrupted=exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)))
+    log.info("step 2/3: sweep %s on %s (grid conf/experiment/%s.yaml, label %s)", night.date,
+             night.device if night.device != "auto" else "the device the measuring side finds", night.grid, night.label)
+    log.info("the same as: python run.py -m %s", " ".join(night.arguments()))
+    outcome = Outcome(run_grid(night.configs, night.points, multirun=True, on_device=take_lock))
     if outcome.sweep.parent_id is None or outcome.sweep.interrupted is not None:
         return outcome
-    log.info("step 2/2: regression check of sweep %s against the previous nightlies", outcome.sweep.parent_id)
+    log.info("step 3/3: regression check of sweep %s against the previous nightlies", outcome.sweep.parent_id)
     check = check_regressions(Selection(experiment=night.experiment, kind=KIND), night.uri, rules_from(args),
                               newest=outcome.sweep.parent_id)
     outcome.regressions, outcome.summary_text = len(check.regressions), check.render("text")
@@ -209,16 +305,29 @@ def run_nightly(night: Night, args: argparse.Namespace, lock: ExitStack) -> Outc
     return outcome
 
 
+def budget_hours(text: str) -> float:
+    """``--budget``: hours, more than 0."""
+    try:
+        hours = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of hours") from None
+    if not hours > 0:
+        raise argparse.ArgumentTypeError(f"{text} must be more than 0 hours")
+    return hours
+
+
 def parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog="python nightly.py",
-        description="The nightly job: take the device lock, sweep the nightly grid (resuming tonight's sweep if it\n"
-                    "was interrupted), compare it with the previous nightlies, attach the summary.\n"
+        description="The nightly job: take the device lock, fit the nightly grid into the night (--budget), sweep\n"
+                    "it (resuming tonight's sweep if it was interrupted), compare it with the previous nightlies,\n"
+                    "attach the summary.\n"
                     "Exit status: 0 all well or no baseline yet, 1 failed points or an incomplete sweep, 2 bad\n"
                     "input, 3 regression(s), 4 the device is locked by another nightly, 128+N stopped by signal N.",
         epilog="examples:\n"
                "  python nightly.py\n"
                "  python nightly.py tracking=server device=cuda:1\n"
+               "  python nightly.py --budget 3 model=resnet18,resnet34,resnet50\n"
                "  python nightly.py --wait 7200 --test mannwhitney model=resnet18,resnet50\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -227,6 +336,9 @@ def parser() -> argparse.ArgumentParser:
     n = p.add_argument_group("the nightly")
     n.add_argument("--grid", default=KIND, metavar="NAME",
                    help="grid: conf/experiment/NAME.yaml (default: %(default)s)")
+    n.add_argument("--budget", type=budget_hours, default=6.0, metavar="HOURS",
+                   help="the night's length on this device: a grid estimated to take longer drops its most expensive "
+                        "models (or, with model=..., is refused) (default: %(default)g)")
     n.add_argument("--date", metavar="YYYY-MM-DD", help="the night (default: today); the same night resumes its sweep")
     n.add_argument("--lock-dir", type=Path, default=Path(DEFAULT_LOCK_DIR), metavar="DIR",
                    help="where device locks live (default: %(default)s)")
@@ -241,7 +353,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     try:
         rules_from(args).validate()
         night = plan(args.grid, args.overrides, args.date)

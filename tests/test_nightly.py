@@ -20,10 +20,12 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from bench.contract.records import Plan
+from bench.controller.estimate import Probe, duration, hours_above, point_seconds, read_history
 from bench.controller.lock import LockBusy, device_lock
 from conftest import ROOT, SMALL, parents, points
 from nightly import main, parser, plan
-from synthetic import measurement, record_sweep
+from synthetic import measurement, plan as synthetic_plan, record_sweep
 
 DEPLOY = ROOT / "deploy"
 WORKFLOW = ROOT / ".github" / "workflows" / "nightly.yml"
@@ -157,9 +159,15 @@ def test_a_second_nightly_on_a_locked_device_exits_4_at_once(tmp_path, store):
     (["device=cpu,cuda"], "one nightly times one device"),
     (["--date", "24.11.2026"], "--date '24.11.2026' is not a date"),
     (["--threshold", "-1"], "threshold=-0.01 must be a fraction >= 0"),
+    (["--budget", "0"], "argument --budget: 0 must be more than 0 hours"),
+    (["--budget", "abc"], "argument --budget: 'abc' is not a number of hours"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
-    assert main(["--lock-dir", str(tmp_path / "locks"), *args]) == 2
+    try:
+        code = main(["--lock-dir", str(tmp_path / "locks"), *args])
+    except SystemExit as exc:  # argparse's own checks (--budget) exit there
+        code = exc.code
+    assert code == 2
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and err.startswith("error: ") and message in err, err
     assert not (tmp_path / "locks").exists()  # stopped before the lock, the sweep or the store
@@ -188,7 +196,8 @@ def test_nightly_sweeps_checks_reports_and_resumes(tmp_path, store, cache_dir):
     first = nightly(*args, "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "no baseline yet" in first.stdout and "Exit status 0 (all well)" in first.stdout, first.stdout
-    for step in ("step 1/2: sweep 2026-11-24 on cpu", "step 2/2: regression check"):
+    for step in ("step 1/3: estimate", "nightly grid: 1 point(s), about", "step 2/3: sweep 2026-11-24 on cpu",
+                 "step 3/3: regression check"):
         assert step in first.stderr
     (parent,), (child,) = parents(store), points(store)
     for run in (parent, child):
@@ -209,6 +218,7 @@ def test_nightly_sweeps_checks_reports_and_resumes(tmp_path, store, cache_dir):
     second = nightly(*args, cwd=tmp_path)
     assert second.returncode == 3, second.stderr[-3000:]
     assert "already recorded in this sweep" in second.stderr
+    assert "nightly grid: 1 point(s) (1 recorded tonight already), about 0 s" in second.stderr  # nothing left to time
     assert "Regressions (2)" in second.stdout and "Exit status 3 (regression)" in second.stdout, second.stdout
     assert f"resnet18/fp32/pytorch/64 on {child.data.tags['device.label']} ({socket.gethostname()})" in second.stdout
     assert re.search(r" \+(19|20)\d\.\d% +robust z \+", second.stdout), second.stdout  # about +200 %
@@ -217,3 +227,81 @@ def test_nightly_sweeps_checks_reports_and_resumes(tmp_path, store, cache_dir):
     assert client.get_run(parent.info.run_id).data.tags["nightly.regressions"] == "2"
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "regressions/plots")}
     assert len(plots) == 2 and all(p.endswith(".png") for p in plots)
+
+
+# A team's own grid, outside conf/ (found through Hydra's search path): a cheap model and one about ten times as
+# expensive on a CPU, at one small input, eager fp32, quick timing.
+TWO_MODELS = """# @package _global_
+defaults:
+  - override /input: 64x64
+  - override /timing: quick
+input:
+  height: 128
+  width: 128
+accuracy:
+  batches: 2
+hydra:
+  sweeper:
+    params:
+      model: resnet18,deeplabv3_resnet101
+      backend: pytorch
+      precision: fp32
+"""
+# 5 s: resnet18's point is estimated at 1-2 s here, the two together at about 15 s.
+TIGHT = ["--budget", "0.0013"]
+
+
+@pytest.fixture
+def two_models(tmp_path, cache_dir) -> list[str]:
+    """``python nightly.py`` arguments that sweep TWO_MODELS on the CPU into the test's store and lock folder."""
+    (tmp_path / "grids" / "experiment").mkdir(parents=True)
+    (tmp_path / "grids" / "experiment" / "two_models.yaml").write_text(TWO_MODELS)
+    return ["--lock-dir", str(tmp_path / "locks"), "--date", "2026-11-24", "--grid", "two_models",
+            f"hydra.searchpath=[file://{tmp_path / 'grids'}]", "device=cpu", f"tracking.uri=sqlite:///"
+            f"{tmp_path / 'mlflow.db'}", f"cache_dir={cache_dir}"]
+
+
+def test_a_grid_over_the_budget_drops_its_most_expensive_model_in_one_line(tmp_path, two_models):
+    proc = nightly(*TIGHT, *two_models, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    probed = re.findall(r"\[\d/2\] probed (\S+) at 128x128: one eager fp32 call", proc.stderr)
+    assert probed == ["resnet18", "deeplabv3_resnet101"], proc.stderr[-3000:]  # no history yet: each probed once
+    (line,) = [line for line in proc.stderr.splitlines() if "dropped" in line]
+    assert re.search(r"- the grid would take about \d+ s here \(budget 5 s\): dropped deeplabv3_resnet101 "
+                     r"\(\d+ s\); measuring the other 1 model\(s\), about \d s; keep them with --budget [\d.]+ or "
+                     r"choose the models yourself \(model=\.\.\.\)$", line), line
+    assert "nightly grid:" not in proc.stderr  # the one line says it all
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    (parent,), (child,) = parents(store), points(store)
+    assert child.data.params["model"] == "resnet18" and parent.data.params["model"] == "resnet18"
+    # The next night estimates resnet18 by this run: its point's wall time, read back from the store.
+    host, key = child.data.tags["host.name"], child.data.tags["bench.point_key"]
+    walls = read_history(store, "trt-bench", "nightly", host, "nightly-2026-11-25", {key, "another point"}).walls
+    assert walls == {key: (child.info.end_time - child.info.start_time) / 1000}
+    assert read_history(store, "trt-bench", "nightly", "another-host", "nightly-2026-11-25", {key}).walls == {}
+
+
+def test_a_grid_of_chosen_models_over_the_budget_is_refused_before_measuring(tmp_path, two_models):
+    proc = nightly(*TIGHT, *two_models, "model=resnet18,deeplabv3_resnet101", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+    assert errors == [proc.stderr.strip().splitlines()[-1]], proc.stderr[-3000:]
+    assert re.fullmatch(r"error: the nightly grid would take about \d+ s on this device \(budget 5 s\): give "
+                        r"--budget [\d.]+ or more, or fewer points \(model=\.\.\., precision=\.\.\.\)", errors[0])
+    assert "step 2/3" not in proc.stderr and not (tmp_path / "mlflow.db").exists()  # nothing swept, nothing recorded
+
+
+def test_the_estimate_of_a_probed_point():
+    """The formula of bench.controller.estimate on real plans: one call 0.1 s, 2 s to start a process."""
+    tags = {"device.label": "H200"}
+    probe = Probe(call_s=0.1, start_s=2.0)
+    # CUDA, onnxruntime fp32 beside eager (2 series, 2 blocks each): warm-up max(10 x 0.1, 1.0) = 1; per block
+    # max(50 x 0.1, 3.0) + 4 rounds x 2 re-warm calls x 0.1 = 5.8; accuracy 2 x 4 batches.
+    cuda = Plan.from_json(synthetic_plan("resnet50", "onnxruntime", "fp32", 224, tags))
+    assert point_seconds(cuda, probe) == pytest.approx(2 + 2 * (1 + 2 * 5.8) + 8 * 0.1)
+    int8 = Plan.from_json(synthetic_plan("resnet50", "onnxruntime", "int8", 224, tags))
+    assert point_seconds(int8, probe) == pytest.approx(point_seconds(cuda, probe) + 8 * 0.1)  # + calibration
+    eager = cuda._replace(device="cpu", backend={"name": "pytorch"}, timing=cuda.timing._replace(repeats=3))
+    assert point_seconds(eager, probe) == pytest.approx(3 * (2 + 1 + 5) + 8 * 0.1)  # one series, 3 processes
+    assert [duration(s) for s in (4.4, 100, 6600, 50760)] == ["4 s", "2 min", "1 h 50 min", "14 h"]
+    assert [hours_above(s) for s in (4.4, 50760)] == ["0.0013", "15"]

@@ -5,11 +5,14 @@ import time
 
 
 def duration(seconds: float) -> str:
-    """``40 s``, ``12 min``, ``3 h 05 min``: as precise as a person planning around it needs."""
+    """``40 s``, ``12 min``, ``1 h 50 min``, ``14 h``: as a person planning a night reads it."""
     if seconds < 90:
         return f"{seconds:.0f} s"
     minutes = round(seconds / 60)
-    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, rest = divmod(minutes, 60)
+    return f"{hours} h" if hours >= 10 or rest == 0 else f"{hours} h {rest} min"
 
 
 class Progress:
