@@ -1,6 +1,7 @@
 """Each bad input stops before any work with one line ``error: ...`` and exit status 2, and creates no store."""
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -117,3 +118,22 @@ def test_a_mistake_in_a_command_line_option_is_one_line_without_the_usage(module
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [proc.stderr.strip()] and proc.stderr.startswith("error: python")
     assert message in proc.stderr and "usage:" not in proc.stderr
+
+
+def test_the_ui_command_says_in_one_line_what_it_cannot_open_and_starts_nothing(small_sweep, tmp_path):
+    store = small_sweep.store
+    cases = [(["--tracking-uri", f"sqlite:///{tmp_path / 'nope.db'}"], "no MLflow database at"),
+             (["--tracking-uri", store, "--sweep", "sweep 00000000"], "sweep 'sweep 00000000': no such sweep"),
+             (["--tracking-uri", store, "--port", "70000"], "--port 70000 is not a TCP port")]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cases.append((["--tracking-uri", store, "--port", str(port)], f"port {port} on 127.0.0.1 is taken"))
+        for args, message in cases:
+            proc = subprocess.run([sys.executable, "-m", "bench.store.ui", *args], cwd=tmp_path, capture_output=True,
+                                  text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+            assert proc.returncode == 2 and proc.stdout == "", (args, proc.stderr)
+            assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1 and message in proc.stderr, \
+                proc.stderr
+    assert list(tmp_path.iterdir()) == []  # no empty database made, no log left

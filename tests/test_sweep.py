@@ -77,6 +77,8 @@ def test_cli_sweep_records_a_parent_and_one_child_per_point(small_sweep):
     assert name == f"sweep {parent.data.tags['bench.sweep_id'][:8]}"
     assert f"{name}: its runs go under MLflow parent run {parent.info.run_id}" in proc.stderr
     assert f"{name}: 4 point(s) measured" in proc.stderr
+    measuring = [line for line in proc.stderr.splitlines() if ": measuring on local" in line]
+    assert not measuring[0].endswith("left") and all(re.search(r"; about \d+ s left$", line) for line in measuring[1:])
     ui, tables = proc.stdout.strip().splitlines()[-2:]
     assert ui.startswith(f"{name} in the MLflow UI: http://127.0.0.1:5000/#/experiments/") and \
         ui.endswith("(start the UI first: python -m bench.store.ui)")  # the store is the launch folder's mlflow.db

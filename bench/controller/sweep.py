@@ -347,13 +347,13 @@ def _close(context: SweepContext | None, outcome: Outcome) -> None:
     context.journal.finish(context.sweep["id"], outcome.complete)
 
 
-def attach_report(uri: str, experiment: str, parent_id: str) -> None:
+def attach_report(uri: str, experiment: str, parent_id: str, name: str) -> None:
     """The sweep's report (tables, plots, the blog table as the parent's description) on its parent run.
 
     A report that cannot be made is a warning: it never costs a measurement, and ``python -m analysis.report``
     makes it again.
     """
-    log.info("attaching the sweep's report to its parent run %s", parent_id)
+    log.info("%s: attaching its report (tables, plots) to its MLflow run", name)
     try:
         from analysis.build import build_report  # pandas and matplotlib, needed only now
         from analysis.select import Selection
@@ -368,7 +368,7 @@ def attach_report(uri: str, experiment: str, parent_id: str) -> None:
 def report(outcome: Outcome, grid: Grid) -> None:
     """Say what the sweep came to: its report on the parent run, its summary, its link."""
     if outcome.parent_id and grid.tracking["attach_report"] and outcome.interrupted is None:
-        attach_report(outcome.uri, grid.tracking["experiment"], outcome.parent_id)
+        attach_report(outcome.uri, grid.tracking["experiment"], outcome.parent_id, outcome.name)
     if outcome.sweep_id is None and grid.executor["kind"] == "plan":
         return
     log.info("%s: %s", outcome.name, outcome.summary())
