@@ -15,6 +15,7 @@ from analysis import (Selection, aggregate, blog_table, build_report, cross_devi
 from analysis.render import render, table_markdown, table_text
 from analysis.report import main
 from analysis.cells import sig
+from analysis.choose import default_budget, recommend, recommendation_table
 from bench.contract.errors import ConfigError
 from bench.contract.records import Input
 from bench.contract.protocol import FAILED, OK, SKIPPED
@@ -282,3 +283,43 @@ def test_energy_per_image_against_the_batch_size_with_its_source(tmp_path):
     assert energy.values.loc["BF16 (inductor)"].tolist() == [110.0, 45.0]
     assert energy.notes[-1] == ("energy over each run's timed window from nvml total energy: "
                                 "NVIDIA H100 80GB HBM3 (GPU 0)")
+
+
+def test_every_table_has_a_header_on_every_column_aligned_like_its_cells(report):
+    """Figures right-aligned under a right-aligned header, text left-aligned under a left-aligned one, in text and
+    Markdown; no unnamed column in any table's CSV (the recommendation's had one)."""
+    for table in report.tables:
+        frame = table.cells.reset_index()
+        assert all(str(name).strip() for name in frame.columns), (table.key, list(frame.columns))
+        header = pd.read_csv(io.StringIO(render([table], "csv")), skiprows=1, nrows=0).columns
+        assert not [name for name in header if name.startswith("Unnamed")], (table.key, list(header))
+        lines = table_text(table).splitlines()
+        head, body = lines[2], lines[3:3 + len(frame)]
+        for column in frame.columns[table.cells.index.nlevels:]:
+            cells = [str(c) for c in frame[column] if str(c)]
+            start = head.index(str(column))
+            figures = all(c[0].isdigit() or c.startswith("—") for c in cells)
+            for line, cell in zip(body, frame[column]):
+                if not str(cell):
+                    continue
+                if figures:  # right edges line up with the header's
+                    assert line[:start + len(str(column))].endswith(str(cell)), (table.key, column, line)
+                else:  # left edges line up with the header's
+                    assert line[start:].startswith(str(cell)), (table.key, column, line)
+        rule = table_markdown(table).splitlines()[3]
+        assert rule.count("---:") + rule.count(":---") == len(frame.columns)
+
+
+def test_recommend_without_a_budget_takes_the_datas_and_answers_even_when_every_point_is_unstable(seed_store):
+    points = aggregate(load_runs(Selection(devices=("xavier",)), seed_store))
+    budget = default_budget(points)
+    assert budget.min_agreement == 0.99 and budget.max_top1_drop is None  # no labelled images in this store
+    table = recommendation_table(recommend(points, budget), budget)
+    assert table.notes[0].startswith("Budget (the default without labelled images")
+    noisy = points.assign(unstable="its 3 processes' end-to-end latencies differ by 9.0%")
+    answered = [choice for choice in recommend(noisy, budget) if choice.chosen is not None]
+    assert answered and all(choice.unstable_taken for choice in answered)
+    noisy_table = recommendation_table(answered, budget)
+    verdicts = set(noisy_table.cells.index.get_level_values("verdict"))
+    assert "recommended, unstable" in verdicts and verdicts <= {"recommended, unstable", "turned down"}
+    assert any(note.startswith("recommended, unstable: no stable measurement") for note in noisy_table.notes)
