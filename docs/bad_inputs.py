@@ -84,8 +84,7 @@ CASES = [
     ("nightly: unknown grid", ["nightly.py", "--grid", "nosuch"]),
     ("nightly: a budget of no time", ["nightly.py", "--budget", "0"]),
     ("ui: a store that does not exist", ["-m", "bench.store.ui", "--tracking-uri", "sqlite:///{dir}/nope.db"]),
-    ("ui: a sweep that does not exist", ["-m", "bench.store.ui", "--tracking-uri", "{store}", "--sweep",
-                                         "sweep 00000000"]),
+    ("ui: a sweep that does not exist", ["-m", "bench.store.ui", "--tracking-uri", "{store}", "--sweep", "00000000"]),
     ("ui: a port that is no port", ["-m", "bench.store.ui", "--tracking-uri", "{store}", "--port", "70000"]),
 ]
 

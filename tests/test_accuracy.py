@@ -62,12 +62,14 @@ def test_accuracy_on_labelled_photographs_with_a_calibration_split(photos, tmp_p
     assert "labels from imagefolder (class index)" in tags["accuracy.inputs"]
     rows = read_csv(client, int8.info.run_id, "predictions.csv")
     assert len(rows) == m["acc_images"] and 0 < len(rows) < 13  # the accuracy part of the folder
-    # Recomputed from the logged predictions: accuracy against the labels, and agreement with eager fp32.
-    assert m["acc_top1"] == pytest.approx(sum(r["converted_top1"] == r["label"] for r in rows) / len(rows))
-    assert m["ref_top1"] == pytest.approx(sum(r["reference_top1"] == r["label"] for r in rows) / len(rows))
-    assert m["acc_top5"] == pytest.approx(sum(r["label"] in r["converted_top5"].split() for r in rows) / len(rows))
+    # Recomputed from the logged predictions: accuracy against the labels, and agreement with eager fp32 (the
+    # metrics are recorded to 4 significant digits: 2/3 is 0.6667).
+    assert m["acc_top1"] == pytest.approx(sum(r["converted_top1"] == r["label"] for r in rows) / len(rows), rel=1e-3)
+    assert m["ref_top1"] == pytest.approx(sum(r["reference_top1"] == r["label"] for r in rows) / len(rows), rel=1e-3)
+    assert m["acc_top5"] == pytest.approx(sum(r["label"] in r["converted_top5"].split() for r in rows) / len(rows),
+                                          rel=1e-3)
     assert m["acc_top1_agreement"] == pytest.approx(
-        sum(r["converted_top1"] == r["reference_top1"] for r in rows) / len(rows))
+        sum(r["converted_top1"] == r["reference_top1"] for r in rows) / len(rows), rel=1e-3)
     assert {r["label"] for r in rows} <= set(CLASSES)
     # Calibration and accuracy never saw the same photograph; every precision judged on the same ones.
     calibrated = open(client.download_artifacts(int8.info.run_id, "calibration_images.txt")).read().split()
@@ -189,8 +191,8 @@ def test_wnid_folders_without_a_synset_file_measure_against_ilsvrc_2012s_order(t
     expected = {f"{wnid}/{Path(name).stem}.jpg": str(index) for wnid, (name, index) in wnids.items()}
     assert {Path(r["image"]).parent.name + "/" + Path(r["image"]).name: r["label"] for r in rows} == expected
     assert m["acc_images"] == 4
-    assert m["acc_top1"] == pytest.approx(sum(r["converted_top1"] == r["label"] for r in rows) / len(rows))
-    assert m["ref_top1"] == pytest.approx(sum(r["reference_top1"] == r["label"] for r in rows) / len(rows))
+    assert m["acc_top1"] == pytest.approx(sum(r["converted_top1"] == r["label"] for r in rows) / len(rows), rel=1e-3)
+    assert m["ref_top1"] == pytest.approx(sum(r["reference_top1"] == r["label"] for r in rows) / len(rows), rel=1e-3)
     # A synset file in the folder still gives the order.
     order = sorted(wnids) + [f"n{i:08d}" for i in range(996)]
     (folder / "LOC_synset_mapping.txt").write_text("".join(f"{wnid} class\n" for wnid in order))

@@ -44,4 +44,5 @@ def test_a_device_clock_hours_ahead_records_in_the_servers_time(mlflow_server, t
     newest = subprocess.run([sys.executable, "-m", "analysis.report", "--tracking-uri", server.uri, "--latest",
                              "--format", "markdown"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert newest.returncode == 0, newest.stderr[-3000:]
-    assert right.info.run_id in newest.stdout and skewed.info.run_id not in newest.stdout
+    assert f"experiment 'trt-bench', {right.info.run_name};" in newest.stdout  # the newest sweep, by its name
+    assert skewed.info.run_name not in newest.stdout

@@ -220,7 +220,7 @@ def test_no_history_yet_is_exit_0_with_no_baseline(tmp_path, capsys):
     (["--model", "resnet181"], "no runs match model=resnet181 (the selection has model: "),
     (["--device", "nano"], "no runs match device=nano"),
     (["--precision", "fp8"], "precision 'fp8' is not one of"),
-    (["--sweep", "0" * 32], "no such run"),
+    (["--sweep", "0" * 32], "no such sweep"),
     (["--threshold", "-5"], "threshold=-0.05 must be a fraction >= 0"),
     (["--window", "2", "--min-baseline", "3"], "min_baseline=3 must be between 1 and window=2"),
 ])

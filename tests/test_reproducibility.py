@@ -71,10 +71,11 @@ def test_a_point_in_three_processes_is_their_median_with_interval_spread_and_a_r
     assert [row["process"] for row in rows] == ["1", "2", "3"]
     assert len({row["pid"] for row in rows}) == 3  # three fresh processes
     medians = [float(row["latency_ms_median"]) for row in rows]
-    assert m["latency_ms_median"] == pytest.approx(np.median(medians), rel=1e-8) and m["repeats"] == 3
-    assert m["latency_ms_spread"] == pytest.approx(max(medians) / min(medians), rel=1e-8)
+    # metrics are recorded to 4 significant digits; repeats.csv keeps each process's figures whole
+    assert m["latency_ms_median"] == pytest.approx(np.median(medians), rel=1e-3) and m["repeats"] == 3
+    assert m["latency_ms_spread"] == pytest.approx(max(medians) / min(medians), rel=1e-3)
     assert m["latency_ms_lo"] <= m["latency_ms_median"] <= m["latency_ms_hi"]
-    assert m["speedup"] == pytest.approx(np.median([float(row["speedup"]) for row in rows]), rel=1e-8)
+    assert m["speedup"] == pytest.approx(np.median([float(row["speedup"]) for row in rows]), rel=1e-3)
     assert m["speedup_lo"] <= m["speedup"] <= m["speedup_hi"]
     assert tags["timing.interval"] == "95% Student t interval over 3 processes' medians (log scale)"
     assert tags["timing.stability"].startswith("judged from 3 processes") or "bench.unstable" in tags
@@ -94,7 +95,7 @@ def test_processes_that_disagree_make_the_point_unstable(tmp_path, cache_dir):
     (run,) = points(store)
     rows = list(csv.DictReader(io.StringIO(artifact(store, run.info.run_id, "repeats.csv"))))
     assert float(rows[1]["latency_ms_median"]) > 1.3 * float(rows[0]["latency_ms_median"]), rows
-    assert "2 processes' end-to-end latencies disagree" in run.data.tags["bench.unstable"], text[-2000:]
+    assert "2 processes' end-to-end latencies differ by" in run.data.tags["bench.unstable"], text[-2000:]
 
 
 def test_an_eager_baseline_that_disagrees_with_the_sweep_is_measured_again_then_flagged(tmp_path, cache_dir):

@@ -39,11 +39,11 @@ def test_throughput_is_images_over_wall_time_with_one_latency_per_window(through
             client.download_artifacts(run.info.run_id, "latencies_ms.csv")).read()))]
         assert len(windows) == m["windows"] and m["iterations"] % m["windows"] == 0  # equal windows, one sync each
         # Windows hold equally many calls, so images / wall time = batch x 1000 / mean window latency per call.
-        # The CSV keeps milliseconds to 6 decimals (1 ns), hence the 1e-4 tolerance on what is recomputed from it.
-        assert m["throughput_ips"] == pytest.approx(batch * 1000 / np.mean(windows), rel=1e-4)
-        assert m["latency_cv"] == pytest.approx(np.std(windows, ddof=1) / np.mean(windows), rel=1e-4)
+        # Metrics are recorded to 4 significant digits, hence the 1e-3 tolerance on what is recomputed from the CSV.
+        assert m["throughput_ips"] == pytest.approx(batch * 1000 / np.mean(windows), rel=1e-3)
+        assert m["latency_cv"] == pytest.approx(np.std(windows, ddof=1) / np.mean(windows), rel=1e-3)
         # The same-run baseline was timed the same way: the ratio compares like with like.
-        assert m["throughput_speedup"] == pytest.approx(m["throughput_ips"] / m["raw_throughput_ips"])
+        assert m["throughput_speedup"] == pytest.approx(m["throughput_ips"] / m["raw_throughput_ips"], rel=1e-3)
         # One process per point (timing=quick): a heavy tail within it never makes a point unstable.
         assert "bench.unstable" not in run.data.tags
         assert run.data.tags["timing.stability"] == "not judged: one process (timing.repeats=1)"

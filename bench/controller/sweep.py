@@ -48,7 +48,7 @@ class Outcome:
     counts: dict[str, int] = field(default_factory=lambda: {OK: 0, SKIPPED: 0, FAILED: 0})
     already: int = 0  # points a resumed sweep had recorded before
     parent_id: str | None = None
-    name: str = "sweep"  # what the log, the MLflow UI and the report call it: "sweep e7b4f844", or its label
+    name: str = ""  # what the log, the MLflow UI and the report call it: "sweep e7b4f844", or its label
     link: str | None = None
     uri: str = ""
     sweep_id: str | None = None
@@ -371,7 +371,7 @@ def report(outcome: Outcome, grid: Grid) -> None:
         attach_report(outcome.uri, grid.tracking["experiment"], outcome.parent_id, outcome.name)
     if outcome.sweep_id is None and grid.executor["kind"] == "plan":
         return
-    log.info("%s: %s", outcome.name, outcome.summary())
+    log.info("%s%s", f"{outcome.name}: " if outcome.name else "", outcome.summary())
     if outcome.link:
         print("\n".join(how_to_open(outcome.name, outcome.uri, outcome.link, outcome.sweep_id)), flush=True)
     if outcome.interrupted is not None:

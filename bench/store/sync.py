@@ -42,7 +42,7 @@ class SyncReport:
     already_there: int = 0  # in the store before this sync (an earlier, interrupted sync)
     left: int = 0  # still waiting
     quarantined: list[Path] = field(default_factory=list)
-    sweeps: dict[str, str] = field(default_factory=dict)  # parent run id -> its link
+    sweeps: dict[str, tuple[str, str]] = field(default_factory=dict)  # parent run id -> the sweep's name, its link
 
 
 def _tracking(uri: str, experiment: str) -> dict:
@@ -62,7 +62,7 @@ def _parent(store: Store, point: PointRecord, parents: dict) -> str | None:
             "name": ref["name"]}
     key = (store.uri, store.experiment, sweep["id"])
     if key not in parents:
-        parents[key] = (store, store.parent_for(sweep))
+        parents[key] = (store, store.parent_for(sweep), sweep["name"])
     return parents[key][1]
 
 
@@ -109,14 +109,14 @@ def sync(spool: Spool, uri: str | None = None) -> SyncReport:
             report.already_there += not uploaded
             log.info("[%d/%d] %s: %s run %s in %s", index, len(entries), point.name,
                      "uploaded as" if uploaded else "already there as", run_id, redact(target[0]))
-        for (_, _, sweep_id), (store, parent_id) in parents.items():
+        for store, parent_id, name in parents.values():
             try:
                 counts = store.close_parent(parent_id)
             except SERVER_ERRORS as exc:
-                log.warning("sweep %s: parent run %s not updated (%s)", sweep_id, parent_id, error_line(exc))
+                log.warning("%s: its MLflow run %s not updated (%s)", name, parent_id, error_line(exc))
                 continue
-            report.sweeps[parent_id] = link(store.uri, store.experiment_id, parent_id)
-            log.info("sweep %s: parent run %s now counts %s", sweep_id, parent_id, counts)
+            report.sweeps[parent_id] = (name, link(store.uri, store.experiment_id, parent_id))
+            log.info("%s: its MLflow run %s now counts %s", name, parent_id, counts)
     return report
 
 
@@ -150,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{report.uploaded} uploaded, {report.already_there} already in the store, {report.left} left in "
           f"{folder}" + (f", {len(report.quarantined)} unreadable moved to {folder / 'quarantine'}"
                          if report.quarantined else ""))
-    for parent_id, address in report.sweeps.items():
-        print(f"sweep {parent_id}: {address}  (tables: python -m analysis.report --sweep {parent_id} --attach)")
+    for parent_id, (name, address) in report.sweeps.items():
+        print(f"{name} in the MLflow UI: {address}  (tables: python -m analysis.report --sweep {parent_id} --attach)")
     return 1 if report.left else 0
 
 
