@@ -146,7 +146,7 @@ def plan(grid: str, overrides: Sequence[str], on: str | None = None) -> Night:
         day = date.fromisoformat(on).isoformat() if on else datetime.now().date().isoformat()
     except ValueError:
         raise ConfigError(f"--date {on!r} is not a date like 2024-05-01") from None
-    configs, points = grid_points(grid, [*tonight(grid, day), *overrides])
+    configs, points = grid_points(grid, tonight(grid, day), list(overrides))
     first = configs[0]
     executor = OmegaConf.to_container(first.executor, resolve=True)
     if executor["kind"] == "plan":
@@ -161,11 +161,11 @@ def tonight(grid: str, day: str) -> list[str]:
     return [f"experiment={grid}", f"tracking.kind={KIND}", f"label={KIND}-{day}", "resume=last"]
 
 
-def grid_points(grid: str, arguments: list[str]) -> tuple[list, list[list[str]]]:
-    """The points of ``python run.py -m ARGUMENTS`` as Hydra's sweeper makes them: the grid's sweeper params,
-    then the arguments, expanded into one composed config per point."""
+def grid_points(grid: str, own: list[str], overrides: list[str]) -> tuple[list, list[list[str]]]:
+    """The points of ``python run.py -m OWN OVERRIDES`` as Hydra's sweeper makes them: the grid's sweeper params,
+    then the nightly's own overrides and the user's, expanded into one composed config per point."""
     register_configs()
-    arguments = hydra_argv(["nightly.py", "-m", *arguments])[2:]
+    arguments = hydra_argv(["nightly.py", "-m", *own, *overrides])[2:]
     parser = OverridesParser.create()
     try:
         with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
@@ -175,7 +175,8 @@ def grid_points(grid: str, arguments: list[str]) -> tuple[list, list[list[str]]]
             points = BasicSweeper.split_arguments(parser.parse_overrides([*params, *arguments]), None)[0]
             return [compose("config", overrides=point) for point in points], points
     except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(f"{str(exc).splitlines()[0]} (grid {grid!r}, overrides: {' '.join(arguments)})") from None
+        raise ConfigError(f"{str(exc).splitlines()[0]} (grid {grid!r}, overrides: {' '.join(overrides) or 'none'})") \
+            from None
 
 
 def device_name(executor: dict, device: str, facts: dict) -> str:
