@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from mlflow.tracking import MlflowClient
 
 from analysis.plots import write_plots
 from analysis.render import EXTENSIONS, data_uri, render, table_csv, table_markdown, table_notes
@@ -96,8 +97,9 @@ def _why_no_backend(points: pd.DataFrame) -> list[str]:
 
 
 def _sweep_name(uri: str, parent_id: str) -> str:
-    """What the sweep's log, its MLflow run and its final lines call it (``sweep e7b4f844``, or its label)."""
-    return connect(uri)[0].get_run(parent_id).info.run_name
+    """What the sweep's log, its MLflow run and its final lines call it (``sweep e7b4f844``, or its label); the
+    store was opened and checked when its runs were loaded."""
+    return MlflowClient(uri).get_run(parent_id).info.run_name
 
 
 def _one_sweep(runs: pd.DataFrame) -> str | None:

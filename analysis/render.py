@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,13 +34,13 @@ def _grid(table: Table) -> tuple[list[str], list[list[str]], int]:
     return header, body, levels
 
 
+FIGURE = re.compile(r"[+\-−]?\.?\d|—")  # 3.8, -0.4, 12 ms (11-13), 1.5x; a marked empty cell: — [1]
+
+
 def numeric_columns(header: list[str], body: list[list[str]], levels: int) -> list[bool]:
     """Which columns hold figures (right-aligned, header too): every filled cell starts like a number or is a
-    marked empty cell (``— [1]``); the index columns and text columns read from the left."""
-    def figure(cell: str) -> bool:
-        return cell[:1].isdigit() or cell[:1] in "+-−—." and len(cell) > 1 and (cell[1:2].isdigit() or cell[:1] == "—")
-
-    return [i >= levels and all(figure(row[i]) for row in body if row[i]) and any(row[i] for row in body)
+    marked empty cell; the index columns and text columns read from the left."""
+    return [i >= levels and any(row[i] for row in body) and all(FIGURE.match(row[i]) for row in body if row[i])
             for i in range(len(header))]
 
 
