@@ -22,7 +22,7 @@ from bench.contract.protocol import PRECISIONS
 from bench.contract.names import CHILD
 from bench.contract.protocol import OK
 from bench.store.address import redact, tracking_uri
-from bench.store.reader import connect, experiment_id, find_sweep
+from bench.store.reader import connect, experiment_id, find_sweep, runs_newest_first
 from bench.contract.names import (
     AUTO_TRIED, ACCURACY_INPUTS, ACCURACY_LABELLED, ACC_COSINE, ACC_IMAGES, ACC_MAX_ABS_ERR, ACC_MIOU, ACC_MIOU_VS_REF,
     ACC_NONFINITE, ACC_PIXEL_AGREEMENT, ACC_REL_L2_ERR, ACC_TOP1, ACC_TOP1_AGREEMENT, ACC_TOP5,
@@ -124,17 +124,6 @@ def parse_when(text: str, now: datetime | None = None) -> pd.Timestamp:
         raise ConfigError(f"time {text!r} is neither an ISO date/time (2024-05-01, 2024-05-01T08:00) "
                           "nor an age like 12h, 7d, 2w") from None
     return pd.Timestamp(when if when.tzinfo else when.astimezone()).tz_convert("UTC")
-
-
-def _search(client: MlflowClient, exp_id: str, filter_string: str) -> list:
-    runs, token = [], None
-    while True:
-        page = client.search_runs([exp_id], filter_string, max_results=10000, page_token=token,
-                                  order_by=["attributes.start_time DESC"])
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
 
 
 def _shape_parts(shape: str) -> tuple[int, int, int] | None:
@@ -241,7 +230,7 @@ def load_runs(selection: Selection = Selection(), uri: str | None = None) -> pd.
         if bound:
             clauses.append(f"attributes.start_time {op} {int(parse_when(bound).timestamp() * 1000)}")
             where += f", {'since' if op == '>=' else 'until'} {bound}"
-    frame = tidy(_search(client, exp_id, " and ".join(clauses)))
+    frame = tidy(list(runs_newest_first(client, exp_id, " and ".join(clauses))))
     if frame.empty:
         raise ConfigError(f"no grid-point runs in {where} at {redact(uri)}")
     frame = apply_filters(frame, selection)

@@ -29,19 +29,19 @@ import logging
 import math
 import statistics
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from mlflow.exceptions import MlflowException
 
 from bench.contract.errors import ConfigError
 from bench.contract.names import (CHILD, GRID_KEY, HOST_NAME, KIND, LABEL, LATENCY_MS, PARENT, PARENT_RUN, POINT_KEY,
-                                  ROLE, STATUS)
+                                  ROLE)
 from bench.contract.protocol import OK
 from bench.contract.records import Plan
 from bench.controller.executors import Device, WorkerLost
 from bench.store.address import error_line, sqlite_path, tracking_uri
-from bench.store.reader import connect
+from bench.store.reader import connect, runs_newest_first
+from bench.store.tracking import holds_its_point
 from bench.controller.progress import duration
 
 log = logging.getLogger(__name__)
@@ -143,18 +143,6 @@ def estimate(device: Device, plans: list[Plan], host: str, walls: dict) -> list[
     return costs
 
 
-def _runs(client, experiment_id: str, query: str) -> Iterator:
-    """The runs the query finds, newest first, a page at a time (a caller that has enough stops early)."""
-    token = None
-    while True:
-        page = client.search_runs([experiment_id], query, max_results=1000, page_token=token,
-                                  order_by=["attributes.start_time DESC"])
-        yield from page
-        token = page.token
-        if not token:
-            return
-
-
 def read_history(uri: str, experiment: str, kind: str, host: str, label: str, keys: set[str]) -> History:
     """The median wall time of each of these point keys' newest ``HISTORY`` runs of ``kind`` on ``host``, and
     what the sweeps labelled ``label`` (tonight's) recorded; nothing where the store is new or cannot be read."""
@@ -171,18 +159,19 @@ def read_history(uri: str, experiment: str, kind: str, host: str, label: str, ke
         quote = "\\'"
         points = f"tags.`{ROLE}` = '{CHILD}' and tags.`{KIND}` = '{kind}' and " \
                  f"tags.`{HOST_NAME}` = '{host.replace(chr(39), quote)}'"
-        for run in _runs(client, exp, points):
+        for run in runs_newest_first(client, exp, points, page=1000):
             key = run.data.tags.get(POINT_KEY)
-            if key in keys and run.info.end_time and run.data.tags.get(STATUS) and len(walls.get(key, ())) < HISTORY:
+            if key in keys and holds_its_point(run) and len(walls.get(key, ())) < HISTORY:
                 walls.setdefault(key, []).append((run.info.end_time - run.info.start_time) / 1000)
                 if len(walls) == len(keys) and all(len(runs) >= HISTORY for runs in walls.values()):
                     break
         recorded: dict[str, set[str]] = {}
-        for parent in _runs(client, exp, f"tags.`{ROLE}` = '{PARENT}' and tags.`{LABEL}` = '{label}'"):
-            children = _runs(client, exp, f"tags.`{PARENT_RUN}` = '{parent.info.run_id}' and tags.`{ROLE}` = '{CHILD}'")
+        # what tonight's sweeps hold, as the resumed sweep will judge it (Store.recorded)
+        for parent in runs_newest_first(client, exp, f"tags.`{ROLE}` = '{PARENT}' and tags.`{LABEL}` = '{label}'"):
+            children = runs_newest_first(client, exp, f"tags.`{PARENT_RUN}` = '{parent.info.run_id}' and "
+                                                      f"tags.`{ROLE}` = '{CHILD}'")
             recorded.setdefault(parent.data.tags.get(GRID_KEY, ""), set()).update(
-                run.data.tags[POINT_KEY] for run in children
-                if run.info.end_time and run.data.tags.get(STATUS) and POINT_KEY in run.data.tags)
+                run.data.tags[POINT_KEY] for run in children if holds_its_point(run) and POINT_KEY in run.data.tags)
     except (ConfigError, MlflowException, OSError) as exc:
         log.warning("the store's earlier runs cannot be read (%s); every point is probed", error_line(exc))
         return History({}, {})

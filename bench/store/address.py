@@ -33,6 +33,11 @@ def tracking_uri(uri: str | None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
+def is_server(uri: str) -> bool:
+    """A tracking server (http or https): reached over the network, its own UI; any other store is a file here."""
+    return uri.startswith(("http://", "https://"))
+
+
 def redact(uri: str) -> str:
     """The URI as it may be shown anywhere: any user:password replaced by ***."""
     parts = urllib.parse.urlsplit(uri)
@@ -71,7 +76,7 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> int:
     """An http(s) server that does not answer: Unreachable, before any work. Otherwise the milliseconds to add to
     this machine's clock to read the server's (its HTTP Date header; 0 within a minute, or with no server to ask):
     a device whose clock is hours off records in the server's time."""
-    if not uri.startswith(("http://", "https://")):
+    if not is_server(uri):
         return 0
     sent = time.time()
     try:
@@ -127,7 +132,7 @@ def store_error(uri: str, exc: BaseException) -> ConfigError:
 def maker(uri: str) -> dict[str, str]:
     """The tag naming the account that makes a run on a server (the team server lets only it change the run)."""
     user = os.environ.get("MLFLOW_TRACKING_USERNAME")
-    return {MAKER: user} if user and uri.startswith(("http://", "https://")) else {}
+    return {MAKER: user} if user and is_server(uri) else {}
 
 
 def auth_message(uri: str, status: int) -> str:

@@ -3,6 +3,7 @@ and a sweep by whatever a person has of it (``latest``, the name it was printed 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
@@ -28,6 +29,18 @@ def connect(uri: str | None = None) -> tuple[MlflowClient, str]:
     except Exception as exc:  # noqa: BLE001 - a corrupt database, a foreign file, a store MLflow cannot open
         raise store_error(uri, exc) from None
     return client, uri
+
+
+def runs_newest_first(client: MlflowClient, experiment_id: str, query: str, page: int = 10000) -> Iterator[Run]:
+    """Every run the query finds, newest first, a page at a time: a caller that has enough stops early."""
+    token = None
+    while True:
+        found = client.search_runs([experiment_id], query, max_results=page, page_token=token,
+                                   order_by=["attributes.start_time DESC"])
+        yield from found
+        token = found.token
+        if not token:
+            return
 
 
 def experiment_id(client: MlflowClient, name: str, uri: str) -> str:

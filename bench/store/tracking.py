@@ -29,7 +29,7 @@ from bench.contract.protocol import EXECUTOR_FAILURE, FAILED, STATUSES, now_ms
 from bench.store import record
 from bench.store.database import check_database
 from bench.store.address import SERVER_ERRORS, Unreachable, auth_message, bounded_http, check_reachable, check_uri, \
-    error_line, maker, redact, sqlite_path, store_error, tracking_uri
+    error_line, is_server, maker, redact, sqlite_path, store_error, tracking_uri
 from bench.store.locks import file_lock, process_gone, process_token, store_lock
 from bench.store.record import PointRecord
 from bench.store.views import SAVED_VIEW, sweep_view
@@ -47,6 +47,13 @@ EXPERIMENT_TAGS = {
                        "it printed (python -m bench.store.ui prints it again), or switch the sidebar to "
                        "\"Model training\".",
 }
+
+
+def holds_its_point(run) -> bool:
+    """A point's run that holds its result: ended, with a status, and not lost on the way to the device. Any other
+    (cut off while recorded, lost) is measured again by its sweep."""
+    return run.info.status in record.TERMINATED and run.data.tags.get(names.STATUS) in STATUSES and \
+        run.data.tags.get(names.FAILURE) != EXECUTOR_FAILURE
 
 
 def bounded(method):
@@ -99,7 +106,7 @@ class Store:
                             "server's time (tag %s)", abs(self.clock_offset_ms) / 1000,
                             "behind" if self.clock_offset_ms > 0 else "ahead of", CLOCK_OFFSET_S)
         except (Unreachable, *SERVER_ERRORS) as exc:
-            if self.spool_dir is None or not self.uri.startswith(("http://", "https://")):
+            if self.spool_dir is None or not is_server(self.uri):
                 if isinstance(exc, ConfigError):
                     raise
                 raise store_error(self.uri, exc) from None
@@ -162,7 +169,7 @@ class Store:
                 status = exc.get_http_status_code() if isinstance(exc, MlflowException) else None
                 if status in (401, 403):  # an account that may read the experiment but not write to it
                     raise ConfigError(auth_message(self.uri, status)) from None
-                if self.spool_dir is None or not self.uri.startswith(("http://", "https://")):
+                if self.spool_dir is None or not is_server(self.uri):
                     raise store_error(self.uri, exc) from None
 
     # --- sweeps -----------------------------------------------------------------------------
@@ -292,10 +299,9 @@ class Store:
         stale = []
         for run in self.client.search_runs([self.experiment_id], f"tags.`{names.SWEEP_ID}` = '{sweep_id}' and "
                                                                  f"tags.`{names.ROLE}` = '{CHILD}'", max_results=50000):
-            status, key = run.data.tags.get(names.STATUS), run.data.tags.get(names.POINT_KEY, "")
-            if run.info.status in record.TERMINATED and status in STATUSES and \
-                    run.data.tags.get(names.FAILURE) != EXECUTOR_FAILURE:
-                found[key] = Recorded(f"MLflow run {run.info.run_id}", status)
+            if holds_its_point(run):
+                found[run.data.tags.get(names.POINT_KEY, "")] = Recorded(f"MLflow run {run.info.run_id}",
+                                                                         run.data.tags[names.STATUS])
             else:
                 stale.append(run)
         for run in stale:

@@ -25,9 +25,9 @@ from pathlib import Path
 
 from bench.contract import exits
 from bench.contract.errors import ConfigError, OneLineParser
-from bench.store.address import redact, sqlite_path
+from bench.store.address import is_server, redact, sqlite_path
 from bench.store.reader import connect, experiment_id, find_sweep
-from bench.store.views import is_server, link
+from bench.store.views import link
 
 STARTUP_S = 90  # mlflow ui on a 2-core machine answers within about 10 s
 

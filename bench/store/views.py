@@ -4,10 +4,9 @@ from __future__ import annotations
 import json
 import shlex
 import urllib.parse
-from pathlib import Path
 
 from bench.contract import names
-from bench.store.address import redact
+from bench.store.address import is_server, redact, tracking_uri
 
 
 SAVED_VIEW = "mlflow.sharedViewState."  # experiment tag prefix of the UI's saved views ("Views" menu)
@@ -48,17 +47,12 @@ def link(uri: str, experiment_id: str, parent_id: str | None = None, ui: str = L
     return f"{redact(base)}/#/experiments/{experiment_id}/runs?{query}"
 
 
-def is_server(uri: str) -> bool:
-    """A tracking server is its own UI; any other store needs one started on it."""
-    return uri.startswith(("http://", "https://"))
-
-
 def how_to_open(name: str, uri: str, address: str, sweep_id: str) -> list[str]:
     """The lines that end a sweep: where to see it in the MLflow UI, and its tables, each under the sweep's name."""
     if is_server(uri):
         where = f"{name} in the MLflow UI: {address}"
     else:
-        here = uri in (f"sqlite:///{Path.cwd() / 'mlflow.db'}", "sqlite:///mlflow.db")
+        here = uri == tracking_uri(None)  # the store the command opens without --tracking-uri
         command = "python -m bench.store.ui" + ("" if here else f" --tracking-uri {shlex.quote(redact(uri))}")
         where = f"{name} in the MLflow UI: {address}  (start the UI first: {command})"
     return [where, f"{name} as tables: python -m analysis.report --sweep {sweep_id[:8]}"]
